@@ -1,0 +1,140 @@
+"""Base class for every model family: species handling, energy shift and scale.
+
+A family implements :meth:`AtomisticModel.atomic_outputs`, mapping species and
+edge vectors to one dimensionless scalar per atom. The base class turns those
+into per-atom energies in eV,
+
+    E_i = scale · e_i + shift[Z_i],
+
+and returns them in float64 whatever the model's own dtype, so that total
+energies (sums of many E_i around −10³ eV) keep their precision.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+MAX_ATOMIC_NUMBER = 118
+
+
+class ElementEnergies(nn.Module):
+    """Per-element reference energies (eV) stored and applied in float64.
+
+    ``model.to(torch.float32)`` moves these to the new device but keeps them in
+    float64: reference energies are large and need the extra digits.
+    """
+
+    def __init__(self, values: torch.Tensor):
+        super().__init__()
+        self.register_buffer("values", values.to(torch.float64))
+
+    def _apply(self, fn, recurse=True):
+        device = fn(torch.zeros((), dtype=torch.float64, device=self.values.device)).device
+        self.values = self.values.to(device=device, dtype=torch.float64)
+        return self
+
+    def forward(self, species: torch.Tensor) -> torch.Tensor:
+        """species: (N,) int64 indices -> (N,) float64 eV."""
+        return self.values[species]
+
+
+class AtomisticModel(nn.Module):
+    """An energy model E = Σ_i E_i over atoms, E_i from a local environment.
+
+    Args:
+        species: atomic numbers the model knows (order defines species indices).
+        cutoff: interaction radius r_c in Å.
+        avg_num_neighbors: neighbour sums are divided by this (from training data).
+        atomic_energies: per-species reference energies in eV, ordered as ``species``.
+        energy_scale: eV per unit of the network's raw per-atom output.
+    """
+
+    family: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        species: Sequence[int],
+        cutoff: float,
+        *,
+        avg_num_neighbors: float = 1.0,
+        atomic_energies: Sequence[float] | None = None,
+        energy_scale: float = 1.0,
+    ):
+        super().__init__()
+        species = [int(z) for z in species]
+        if not species or len(set(species)) != len(species):
+            raise ValueError(f"species must be a non-empty list of distinct atomic numbers, got {species}.")
+        if any(not 1 <= z <= MAX_ATOMIC_NUMBER for z in species):
+            raise ValueError(f"species must be atomic numbers in 1..{MAX_ATOMIC_NUMBER}, got {species}.")
+        if float(cutoff) <= 0:
+            raise ValueError(f"cutoff must be positive, got {cutoff}.")
+        self.species = species
+        self.cutoff = float(cutoff)
+        self.avg_num_neighbors = float(avg_num_neighbors)
+        table = torch.full((MAX_ATOMIC_NUMBER + 1,), -1, dtype=torch.int64)
+        table[torch.tensor(species)] = torch.arange(len(species))
+        self.register_buffer("species_table", table, persistent=False)
+        shifts = torch.zeros(len(species)) if atomic_energies is None else torch.as_tensor(atomic_energies)
+        if shifts.shape != (len(species),):
+            raise ValueError(f"atomic_energies needs one value per species ({len(species)}), got {shifts.shape[0]}.")
+        self.element_energies = ElementEnergies(shifts)
+        self.register_buffer("energy_scale", torch.tensor(float(energy_scale)))
+
+    @property
+    def num_species(self) -> int:
+        return len(self.species)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.energy_scale.dtype
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Family-specific constructor arguments (plain Python values)."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this model with ``build_model(family, **config)``."""
+        return {
+            "species": list(self.species),
+            "cutoff": self.cutoff,
+            "avg_num_neighbors": self.avg_num_neighbors,
+            **self.hyperparameters(),
+        }
+
+    def atomic_outputs(
+        self,
+        species: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        batch: torch.Tensor,
+        num_graphs: int,
+    ) -> torch.Tensor:
+        """Raw per-atom outputs.
+
+        Args:
+            species: (N,) int64 species indices.
+            edge_index: (2, E) int64; row 0 the centre atom i, row 1 the neighbour j.
+            edge_vectors: (E, 3) r_j − r_i (with image shift), Å, in the model dtype.
+            batch: (N,) int64 structure index of each atom.
+            num_graphs: number of structures.
+
+        Returns:
+            (N,) dimensionless outputs in the model dtype.
+        """
+        raise NotImplementedError
+
+    def forward(
+        self,
+        numbers: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        batch: torch.Tensor,
+        num_graphs: int,
+    ) -> torch.Tensor:
+        """Per-atom energies (N,) in eV, float64, from atomic numbers and edge vectors."""
+        species = self.species_table[numbers]
+        outputs = self.atomic_outputs(species, edge_index, edge_vectors.to(self.dtype), batch, num_graphs)
+        return outputs.to(torch.float64) * self.energy_scale.to(torch.float64) + self.element_energies(species)

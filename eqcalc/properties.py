@@ -1,0 +1,79 @@
+"""Energy, forces and stress of any model: the one autograd path.
+
+    F_i = −∂E/∂r_i,        σ = (1/V) ∂E/∂ε
+
+The strain ε is a symmetric (B, 3, 3) displacement gradient applied at ε = 0 to
+positions and cell alike, r → r (1 + ε), cell → cell (1 + ε), so σ follows ASE's
+convention (positive = tensile, eV/Å³).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .data.graph import AtomicGraph
+from .models.base import AtomisticModel
+from .nn.scatter import scatter_sum
+
+
+def edge_vectors(
+    positions: torch.Tensor, cell: torch.Tensor, edge_index: torch.Tensor, shifts: torch.Tensor, batch: torch.Tensor
+) -> torch.Tensor:
+    """r_j + S·cell − r_i for every edge: (E, 3), same dtype as ``positions``."""
+    if cell.shape[0] == 1:
+        offsets = shifts @ cell[0]
+    else:
+        offsets = torch.einsum("ek,ekl->el", shifts, cell[batch[edge_index[0]]])
+    return positions[edge_index[1]] - positions[edge_index[0]] + offsets
+
+
+def compute_properties(
+    model: AtomisticModel,
+    graph: AtomicGraph,
+    *,
+    forces: bool = True,
+    stress: bool = False,
+    training: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Evaluate ``model`` on ``graph`` and differentiate the energy.
+
+    Args:
+        forces: compute forces.
+        stress: compute the stress of every structure (zeros where the cell volume is 0).
+        training: keep the autograd graph of forces/stress so a loss on them can be back-propagated.
+
+    Returns:
+        "energy": (B,) float64 eV; "energies": (N,) float64 eV per atom;
+        "forces": (N, 3) eV/Å; "stress": (B, 3, 3) eV/Å³ (when asked for).
+    """
+    positions = graph.positions
+    cell = graph.cell
+    inputs: list[torch.Tensor] = []
+    if forces:
+        positions = positions.detach().requires_grad_(True)
+        inputs.append(positions)
+    if stress:
+        strain = torch.zeros_like(cell, requires_grad=True)
+        inputs.append(strain)
+        symmetric = 0.5 * (strain + strain.transpose(1, 2))
+        positions = positions + torch.einsum("nk,nkl->nl", positions, symmetric[graph.batch])
+        cell = cell + cell @ symmetric
+    vectors = edge_vectors(positions, cell, graph.edge_index, graph.shifts, graph.batch)
+    atomic_energies = model(graph.numbers, graph.edge_index, vectors, graph.batch, graph.num_graphs)
+    energy = scatter_sum(atomic_energies, graph.batch, graph.num_graphs)
+    results = {"energy": energy, "energies": atomic_energies}
+    if not inputs:
+        return results
+    grads = torch.autograd.grad(
+        [energy.sum()], inputs, create_graph=training, retain_graph=training, allow_unused=True
+    )
+    grads = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
+    if forces:
+        results["forces"] = -grads[0]
+    if stress:
+        volume = torch.linalg.det(graph.cell).abs()
+        safe_volume = torch.where(volume > 0, volume, torch.ones_like(volume))
+        results["stress"] = torch.where(
+            (volume > 0)[:, None, None], grads[-1] / safe_volume[:, None, None], torch.zeros_like(grads[-1])
+        )
+    return results
