@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import torch
@@ -57,6 +58,7 @@ class EquivariantCalculator(Calculator):
         self.device = torch.device(device)
         self.min_distance = float(min_distance)
         self.neighbours = VerletNeighbourList(model.cutoff, skin)
+        self.neighbour_seconds = 0.0  # wall time spent updating and filtering the neighbour list
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -74,8 +76,10 @@ class EquivariantCalculator(Calculator):
             )
         if "numbers" in system_changes:
             check_species(atoms.numbers, self.model.species)
+        start = time.perf_counter()
         self.neighbours.update(positions, cell, atoms.pbc, atoms.numbers)
         edge_index, shifts = self._edges_within_cutoff(positions, cell)
+        self.neighbour_seconds += time.perf_counter() - start
         graph = structure_graph(positions, atoms.numbers, cell, atoms.pbc, edge_index, shifts).to(self.device)
         results = compute_properties(self.model, graph, forces=True, stress=stress)
         energy = float(results["energy"][0].detach())

@@ -1,20 +1,43 @@
-"""Command-line interface: ``eqcalc <command> ...``."""
+"""Command-line interface: ``eqcalc <command> ...``.
+
+Each command lives in ``eqcalc/commands/<name>.py`` and defines ``HELP`` (one
+line), ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+COMMANDS = ["demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="eqcalc", description="Symmetry-preserving ML potentials for ASE.")
+    parser.add_argument("--version", action="version", version=f"eqcalc {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"eqcalc.commands.{name}")
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="eqcalc", description=__doc__)
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.version:
-        from . import __version__
-
-        print(__version__)
-    return 0
+    if args.command is None:
+        parser.print_help()
+        return 1
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"eqcalc {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Model families behind one interface, plus safe serialisation."""
 
 from . import schnet  # noqa: F401  (registers the family)
+from . import egnn, painn  # noqa: F401
 from .base import AtomisticModel
 from .io import ModelFileError, load_model, save_model
 from .registry import MODEL_FAMILIES, build_model, register_family

@@ -1,0 +1,139 @@
+"""NequIP: E(3)-equivariant message passing on O(3) irreps (Batzner et al. 2022).
+
+Node features are irreps up to ``lmax``. Each layer convolves them with the
+spherical harmonics of the edges through Clebsch–Gordan tensor products whose
+weights are radial functions of the distance, then applies a gated
+nonlinearity. The per-atom energy is a linear readout of the final scalars.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from ..nn.irreps import EdgeEmbedding, EquivariantConvolution, feature_irreps, gated_nonlinearity, reachable
+from .base import AtomisticModel
+from .registry import register_family
+
+
+class NequIPLayer(nn.Module):
+    """h' = Gate(convolution(h)) (+ h when the irreps agree).
+
+    The layer's output irreps (``irreps_out``) are the entries of ``target``
+    that the tensor product irreps_in ⊗ irreps_sh can reach.
+    """
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps,
+        irreps_sh: o3.Irreps,
+        target: o3.Irreps,
+        num_basis: int,
+        radial_hidden: int,
+        radial_layers: int,
+    ):
+        super().__init__()
+        self.gate = gated_nonlinearity(reachable(target, irreps_in, irreps_sh))
+        self.irreps_out = self.gate.irreps_out
+        self.convolution = EquivariantConvolution(
+            irreps_in, irreps_sh, self.gate.irreps_in, num_basis, radial_hidden, radial_layers
+        )
+        self.residual = self.irreps_out == o3.Irreps(irreps_in)
+
+    def forward(self, features, sh, radial, edge_index, avg_num_neighbors: float) -> torch.Tensor:
+        """features (N, irreps_in.dim) -> (N, irreps_out.dim)."""
+        update = self.gate(self.convolution(features, sh, radial, edge_index, avg_num_neighbors))
+        return features + update if self.residual else update
+
+
+@register_family("nequip")
+class NequIP(AtomisticModel):
+    """NequIP with Bessel × polynomial (p = 6) radial basis.
+
+    Args:
+        num_features: multiplicity of every irrep in the hidden features.
+        lmax: largest l of the features and of the edge spherical harmonics (0–3).
+        parity: keep both parities of every l (full O(3) features, pseudoscalars
+            and pseudovectors included); False keeps only p = (−1)^l.
+        num_layers: number of interaction layers.
+        num_basis: number of Bessel functions.
+        radial_hidden, radial_layers: width and depth of each layer's radial MLP.
+    """
+
+    def __init__(
+        self,
+        species: Sequence[int],
+        cutoff: float = 5.0,
+        *,
+        num_features: int = 32,
+        lmax: int = 1,
+        parity: bool = True,
+        num_layers: int = 4,
+        num_basis: int = 8,
+        radial_hidden: int = 64,
+        radial_layers: int = 2,
+        **base: Any,
+    ):
+        super().__init__(species, cutoff, **base)
+        if not 0 <= int(lmax) <= 3:
+            raise ValueError(f"nequip supports lmax = 0…3, got {lmax}.")
+        if int(num_layers) < 1:
+            raise ValueError(f"nequip needs num_layers ≥ 1, got {num_layers}.")
+        self.num_features = int(num_features)
+        self.lmax = int(lmax)
+        self.parity = bool(parity)
+        self.num_layers = int(num_layers)
+        self.num_basis = int(num_basis)
+        self.radial_hidden = int(radial_hidden)
+        self.radial_layers = int(radial_layers)
+
+        self.embedding = nn.Embedding(self.num_species, self.num_features)
+        self.edge_embedding = EdgeEmbedding(self.cutoff, self.lmax, self.num_basis)
+        target = feature_irreps(self.num_features, self.lmax, self.parity)
+        irreps = o3.Irreps(f"{self.num_features}x0e")
+        layers = []
+        for _ in range(self.num_layers):
+            layer = NequIPLayer(
+                irreps, self.edge_embedding.irreps_sh, target, self.num_basis, self.radial_hidden, self.radial_layers
+            )
+            layers.append(layer)
+            irreps = layer.irreps_out
+        self.layers = nn.ModuleList(layers)
+        self.readout = o3.Linear(irreps, "1x0e")
+
+    @property
+    def feature_irreps(self) -> list[o3.Irreps]:
+        """Irreps of the node features after each layer (see :meth:`node_features`)."""
+        return [layer.irreps_out for layer in self.layers]
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "num_features": self.num_features,
+            "lmax": self.lmax,
+            "parity": self.parity,
+            "num_layers": self.num_layers,
+            "num_basis": self.num_basis,
+            "radial_hidden": self.radial_hidden,
+            "radial_layers": self.radial_layers,
+        }
+
+    def node_features(
+        self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Node features after each layer: list of (N, feature_irreps[t].dim) tensors.
+
+        Arguments as for :meth:`atomic_outputs`.
+        """
+        radial, sh = self.edge_embedding(edge_vectors)
+        features = self.embedding(species)
+        outputs = []
+        for layer in self.layers:
+            features = layer(features, sh, radial, edge_index, self.avg_num_neighbors)
+            outputs.append(features)
+        return outputs
+
+    def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs):
+        return self.readout(self.node_features(species, edge_index, edge_vectors)[-1]).squeeze(-1)

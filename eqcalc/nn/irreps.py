@@ -1,0 +1,198 @@
+"""O(3)-irreps building blocks shared by the NequIP and MACE families.
+
+Features are e3nn tensors: an :class:`e3nn.o3.Irreps` such as ``32x0e+32x1o``
+says how each slice of the last dimension transforms under a rotation or
+reflection R (Wigner-D blocks ``irreps.D_from_matrix(R)``; odd-parity blocks
+also flip sign under inversion). Every module here maps equivariant inputs to
+equivariant outputs; radial inputs are invariant.
+
+Coupling two irreps l1 p1 ⊗ l2 p2 gives the irreps l p with
+|l1 − l2| ≤ l ≤ l1 + l2 and p = p1 p2 (Clebsch–Gordan selection rules);
+:func:`coupling_paths` enumerates those paths.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Collection
+
+import torch
+from e3nn import nn as e3nn_nn
+from e3nn import o3
+from torch import nn
+
+from .activations import mlp
+from .cutoffs import PolynomialCutoff
+from .radial import BesselBasis
+from .scatter import scatter_sum
+
+Instruction = tuple[int, int, int, str, bool]
+
+
+def feature_irreps(multiplicity: int, lmax: int, parity: bool = True) -> o3.Irreps:
+    """``multiplicity`` copies of each irrep with l ≤ lmax.
+
+    parity=True: both parities of every l (0e+0o+1o+1e+2e+2o…, natural parity
+    (−1)^l first); parity=False: only the natural parity (0e+1o+2e…).
+    """
+    if multiplicity < 1 or lmax < 0:
+        raise ValueError(f"Need multiplicity ≥ 1 and lmax ≥ 0, got {multiplicity} and {lmax}.")
+    irreps = []
+    for l in range(lmax + 1):
+        natural = (-1) ** l
+        for p in (natural, -natural) if parity else (natural,):
+            irreps.append((multiplicity, (l, p)))
+    return o3.Irreps(irreps)
+
+
+def irreps_up_to(lmax: int) -> set[o3.Irrep]:
+    """Every irrep with l ≤ lmax, both parities."""
+    return {o3.Irrep(l, p) for l in range(lmax + 1) for p in (1, -1)}
+
+
+def coupling_paths(
+    irreps_in1: o3.Irreps,
+    irreps_in2: o3.Irreps,
+    allowed: Collection[o3.Irrep],
+    mode: str,
+    symmetric: bool = False,
+) -> tuple[o3.Irreps, list[Instruction]]:
+    """Tensor-product paths (i1, i2) → l p obeying the selection rules, with l p in ``allowed``.
+
+    Each path writes its own output block of multiplicity ``irreps_in1[i1].mul``
+    (modes "uvu" and "uuu"), so a later linear layer can weight paths separately.
+
+    symmetric: the two inputs are the same tensor (A ⊗ A, "uuu"); keep i1 ≤ i2
+    only and drop the paths that vanish identically (i1 = i2 with odd l, whose
+    Clebsch–Gordan coefficients are antisymmetric in the two factors).
+
+    Returns the output irreps and e3nn instructions (i1, i2, i_out, mode, has_weight).
+    """
+    irreps_out = []
+    instructions: list[Instruction] = []
+    for i1, (mul, ir1) in enumerate(irreps_in1):
+        for i2, (_, ir2) in enumerate(irreps_in2):
+            if symmetric and i2 < i1:
+                continue
+            for ir_out in ir1 * ir2:
+                if ir_out not in allowed or (symmetric and i1 == i2 and ir_out.l % 2 == 1):
+                    continue
+                instructions.append((i1, i2, len(irreps_out), mode, mode == "uvu"))
+                irreps_out.append((mul, ir_out))
+    return o3.Irreps(irreps_out), instructions
+
+
+def reachable(target: o3.Irreps, irreps_in1: o3.Irreps, irreps_in2: o3.Irreps) -> o3.Irreps:
+    """The entries of ``target`` whose irrep some product ir1 ⊗ ir2 of the inputs contains."""
+    products = {ir for _, ir1 in irreps_in1 for _, ir2 in irreps_in2 for ir in ir1 * ir2}
+    return o3.Irreps([(mul, ir) for mul, ir in target if ir in products])
+
+
+def radial_mlp(num_basis: int, hidden: int, num_layers: int, num_out: int) -> nn.Sequential:
+    """Bias-free SiLU network num_basis → hidden (× num_layers) → num_out.
+
+    Without biases a zero input (an edge at the cutoff, where the enveloped
+    basis vanishes) gives zero output, so tensor-product weights go smoothly to
+    zero there. Weights start with variance 1/fan_in so outputs are O(1), the
+    scale e3nn's normalised tensor products expect.
+    """
+    network = mlp([num_basis] + [hidden] * num_layers + [num_out], nn.SiLU, bias=False)
+    for layer in network:
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, std=1.0 / math.sqrt(layer.in_features))
+    return network
+
+
+class EdgeEmbedding(nn.Module):
+    """Edge vectors → invariant radial basis and equivariant spherical harmonics.
+
+    radial: Bessel basis (trainable frequencies) × polynomial envelope (p = 6),
+    zero from r_c on; sh: Y_lm(r̂) for l ≤ lmax, "component" normalised
+    (|Y_l|² = 2l + 1), irreps 0e+1o+2e+….
+    """
+
+    def __init__(self, cutoff: float, lmax: int, num_basis: int = 8):
+        super().__init__()
+        self.basis = BesselBasis(cutoff, num_basis, trainable=True)
+        self.envelope = PolynomialCutoff(cutoff, p=6)
+        self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
+
+    def forward(self, edge_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """edge_vectors (E, 3) Å -> radial (E, num_basis), sh (E, irreps_sh.dim)."""
+        distances = torch.linalg.vector_norm(edge_vectors, dim=-1)
+        radial = self.basis(distances) * self.envelope(distances)[:, None]
+        sh = o3.spherical_harmonics(self.irreps_sh, edge_vectors, normalize=True, normalization="component")
+        return radial, sh
+
+
+class EquivariantConvolution(nn.Module):
+    """Point convolution h_i → linear_out(Σ_j TP(linear_in(h)_j, Y(r̂_ij); W(d_ij)) / ⟨n⟩).
+
+    The tensor product is "uvu" (channel-wise in the node features) over every
+    path allowed by the selection rules whose output irrep occurs in
+    ``irreps_out``; its weights come per edge from one radial MLP.
+
+    Args:
+        irreps_in: node feature irreps.
+        irreps_sh: spherical-harmonic irreps of the edges.
+        irreps_out: irreps of the result.
+        num_basis: size of the radial basis.
+        radial_hidden, radial_layers: width and depth of the radial MLP.
+    """
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps,
+        irreps_sh: o3.Irreps,
+        irreps_out: o3.Irreps,
+        num_basis: int,
+        radial_hidden: int,
+        radial_layers: int,
+    ):
+        super().__init__()
+        self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
+        irreps_mid, instructions = coupling_paths(
+            self.irreps_in, irreps_sh, {ir for _, ir in self.irreps_out}, mode="uvu"
+        )
+        self.linear_in = o3.Linear(self.irreps_in, self.irreps_in)
+        self.tensor_product = o3.TensorProduct(
+            self.irreps_in, irreps_sh, irreps_mid, instructions, internal_weights=False, shared_weights=False
+        )
+        self.radial = radial_mlp(num_basis, radial_hidden, radial_layers, self.tensor_product.weight_numel)
+        self.linear_out = o3.Linear(irreps_mid, self.irreps_out)
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        sh: torch.Tensor,
+        radial: torch.Tensor,
+        edge_index: torch.Tensor,
+        avg_num_neighbors: float,
+    ) -> torch.Tensor:
+        """features (N, irreps_in.dim), sh (E, irreps_sh.dim), radial (E, num_basis) -> (N, irreps_out.dim)."""
+        features = self.linear_in(features)
+        messages = self.tensor_product(features[edge_index[1]], sh, self.radial(radial))
+        aggregated = scatter_sum(messages, edge_index[0], features.shape[0]) / avg_num_neighbors
+        return self.linear_out(aggregated)
+
+
+def gated_nonlinearity(irreps: o3.Irreps) -> e3nn_nn.Gate:
+    """A gate whose output has ``irreps`` (scalars listed first).
+
+    Even scalars get SiLU, odd scalars tanh (odd function, keeps parity); each
+    l > 0 channel is multiplied by the sigmoid of its own extra 0e gate scalar.
+    The gate's input irreps (``gate.irreps_in``) are scalars + gates + gated.
+    """
+    irreps = o3.Irreps(irreps)
+    scalars = o3.Irreps([(mul, ir) for mul, ir in irreps if ir.l == 0])
+    gated = o3.Irreps([(mul, ir) for mul, ir in irreps if ir.l > 0])
+    if scalars + gated != irreps:
+        raise ValueError(f"Gated irreps must list their scalars first, got {irreps}.")
+    gates = o3.Irreps([(mul, "0e") for mul, _ in gated])
+    return e3nn_nn.Gate(
+        scalars,
+        [nn.functional.silu if ir.p == 1 else torch.tanh for _, ir in scalars],
+        gates,
+        [torch.sigmoid] * len(gates),
+        gated,
+    )

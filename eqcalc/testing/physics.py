@@ -1,0 +1,204 @@
+"""Physics checks for any eqcalc model, as plain functions returning error sizes.
+
+Each function evaluates a model through the same autograd path the calculator
+uses (:func:`eqcalc.properties.compute_properties`) and returns the largest
+deviation from what exact physics demands. The test suite asserts on them and
+``eqcalc check`` prints them for users' own models.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from ..calculator import has_stress
+from ..data.graph import atoms_to_graph, batch_graphs
+from ..data.neighbors import neighbour_list
+from ..models.base import AtomisticModel
+from ..properties import compute_properties
+
+
+def evaluate(model: AtomisticModel, atoms: Atoms, stress: bool | None = None) -> dict:
+    """Energy (eV, float), per-atom energies (N,), forces (N, 3) and, for periodic cells, stress (3, 3)."""
+    stress = has_stress(atoms) if stress is None else stress
+    out = compute_properties(model, atoms_to_graph(atoms, model.cutoff), forces=True, stress=stress)
+    result = {
+        "energy": float(out["energy"][0].detach()),
+        "energies": out["energies"].detach().numpy(),
+        "forces": out["forces"].detach().numpy(),
+    }
+    if stress:
+        result["stress"] = out["stress"][0].detach().numpy()
+    return result
+
+
+def random_orthogonal(rng: np.random.Generator, reflection: bool = False) -> np.ndarray:
+    """A Haar-random rotation (det +1), or rotation times inversion (det −1) if ``reflection``."""
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return -q if reflection else q
+
+
+def transformed(atoms: Atoms, rotation: np.ndarray, translation: np.ndarray, permutation: np.ndarray) -> Atoms:
+    """Copy of ``atoms`` rotated (r → R r), translated, and with atoms reordered by ``permutation``."""
+    moved = atoms[permutation]
+    moved.set_cell(atoms.cell.array @ rotation.T, scale_atoms=False)
+    moved.positions = atoms.positions[permutation] @ rotation.T + translation
+    return moved
+
+
+def symmetry_errors(model: AtomisticModel, atoms: Atoms, num_transforms: int = 10, seed: int = 0) -> dict:
+    """Largest |ΔE| (eV), force error (eV/Å) and stress error (eV/Å³) under random
+    O(3) elements (half of them reflections), translations and atom permutations."""
+    rng = np.random.default_rng(seed)
+    reference = evaluate(model, atoms)
+    errors = {"energy": 0.0, "forces": 0.0, "stress": 0.0}
+    for k in range(num_transforms):
+        rotation = random_orthogonal(rng, reflection=bool(k % 2))
+        permutation = rng.permutation(len(atoms))
+        moved = evaluate(model, transformed(atoms, rotation, rng.normal(scale=3.0, size=3), permutation))
+        errors["energy"] = max(errors["energy"], abs(moved["energy"] - reference["energy"]))
+        expected_forces = reference["forces"][permutation] @ rotation.T
+        errors["forces"] = max(errors["forces"], float(np.abs(moved["forces"] - expected_forces).max(initial=0)))
+        if "stress" in reference:
+            expected_stress = rotation @ reference["stress"] @ rotation.T
+            errors["stress"] = max(errors["stress"], float(np.abs(moved["stress"] - expected_stress).max()))
+    return errors
+
+
+def _energy(model: AtomisticModel, atoms: Atoms) -> float:
+    out = compute_properties(model, atoms_to_graph(atoms, model.cutoff), forces=False)
+    return float(out["energy"][0].detach())
+
+
+def finite_difference_forces(model: AtomisticModel, atoms: Atoms, delta: float = 1e-5) -> np.ndarray:
+    """−∂E/∂r by central differences, (N, 3) eV/Å."""
+    forces = np.zeros((len(atoms), 3))
+    for i in range(len(atoms)):
+        for a in range(3):
+            plus, minus = atoms.copy(), atoms.copy()
+            plus.positions[i, a] += delta
+            minus.positions[i, a] -= delta
+            forces[i, a] = -(_energy(model, plus) - _energy(model, minus)) / (2 * delta)
+    return forces
+
+
+def finite_difference_stress(model: AtomisticModel, atoms: Atoms, delta: float = 1e-5) -> np.ndarray:
+    """(1/V) ∂E/∂ε by central differences of a symmetric strain of cell and positions, (3, 3) eV/Å³."""
+    stress = np.zeros((3, 3))
+    for a in range(3):
+        for b in range(a, 3):
+            energies = []
+            for sign in (1.0, -1.0):
+                strain = np.zeros((3, 3))
+                strain[a, b] += 0.5 * sign * delta
+                strain[b, a] += 0.5 * sign * delta
+                deformed = atoms.copy()
+                deformed.set_cell(atoms.cell.array @ (np.eye(3) + strain), scale_atoms=False)
+                deformed.positions = atoms.positions @ (np.eye(3) + strain)
+                energies.append(_energy(model, deformed))
+            stress[a, b] = stress[b, a] = (energies[0] - energies[1]) / (2 * delta)
+    return stress / atoms.cell.volume
+
+
+def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
+    """max |value − reference| / max |reference| (absolute if the reference is ~0)."""
+    scale = max(float(np.abs(reference).max(initial=0.0)), 1e-12)
+    return float(np.abs(value - reference).max(initial=0.0)) / scale
+
+
+def force_fd_error(model: AtomisticModel, atoms: Atoms, delta: float = 1e-5) -> float:
+    """Relative error of autograd forces against central finite differences."""
+    return relative_error(evaluate(model, atoms, stress=False)["forces"], finite_difference_forces(model, atoms, delta))
+
+
+def stress_fd_error(model: AtomisticModel, atoms: Atoms, delta: float = 1e-5) -> float:
+    """Relative error of autograd stress against central finite differences of strain."""
+    return relative_error(evaluate(model, atoms, stress=True)["stress"], finite_difference_stress(model, atoms, delta))
+
+
+def supercell_errors(model: AtomisticModel, atoms: Atoms, repeat: Sequence[int] = (2, 2, 2)) -> dict:
+    """Relative energy error of a supercell against n × E, and force error (eV/Å) against tiled forces."""
+    n = int(np.prod(repeat))
+    unit = evaluate(model, atoms)
+    big = evaluate(model, atoms.repeat(repeat))
+    return {
+        "energy": abs(big["energy"] - n * unit["energy"]) / max(abs(n * unit["energy"]), 1e-12),
+        "forces": float(np.abs(big["forces"] - np.tile(unit["forces"], (n, 1))).max()),
+    }
+
+
+def cutoff_profile(
+    model: AtomisticModel, numbers: Sequence[int] = (1, 1), width: float = 1e-3, num_points: int = 201
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Energy and pair force of a dimer as its distance sweeps r_c ± width.
+
+    Returns distances (M,), energies (M,) eV and the force on atom 1 along the bond (M,) eV/Å.
+    """
+    distances = model.cutoff + np.linspace(-width, width, num_points)
+    energies, forces = [], []
+    for d in distances:
+        dimer = Atoms(numbers=list(numbers), positions=[[0.0, 0.0, 0.0], [d, 0.0, 0.0]])
+        result = evaluate(model, dimer, stress=False)
+        energies.append(result["energy"])
+        forces.append(result["forces"][1, 0])
+    return distances, np.array(energies), np.array(forces)
+
+
+def batch_errors(model: AtomisticModel, structures: Sequence[Atoms]) -> dict:
+    """Largest energy (eV) and force (eV/Å) difference between one batched pass and separate passes."""
+    graphs = [atoms_to_graph(atoms, model.cutoff) for atoms in structures]
+    batched = compute_properties(model, batch_graphs(graphs), forces=True)
+    separate = [evaluate(model, atoms, stress=False) for atoms in structures]
+    energy = np.array([s["energy"] for s in separate])
+    forces = np.concatenate([s["forces"] for s in separate])
+    return {
+        "energy": float(np.abs(batched["energy"].detach().numpy() - energy).max()),
+        "forces": float(np.abs(batched["forces"].detach().numpy() - forces).max()),
+    }
+
+
+def sample_structures(species: Sequence[int], seed: int = 0) -> dict[str, Atoms]:
+    """Small structures for checks: a molecule, and a triclinic periodic cell smaller than
+    typical cutoffs (so many images enter), both made of ``species``."""
+    rng = np.random.default_rng(seed)
+    species = list(species)
+    return {
+        "molecule": _random_cluster(rng, species, num_atoms=7, box=3.0),
+        "periodic": _random_crystal(rng, species, num_atoms=5, lattice=3.3),
+    }
+
+
+def _random_cluster(rng: np.random.Generator, species: list[int], num_atoms: int, box: float) -> Atoms:
+    numbers = [species[k % len(species)] for k in range(num_atoms)]
+    return _without_close_contacts(rng, Atoms(numbers=numbers, cell=np.eye(3) * box))
+
+
+def _random_crystal(rng: np.random.Generator, species: list[int], num_atoms: int, lattice: float) -> Atoms:
+    cell = lattice * (np.eye(3) + 0.15 * rng.uniform(-1, 1, (3, 3)))
+    numbers = [species[k % len(species)] for k in range(num_atoms)]
+    return _without_close_contacts(rng, Atoms(numbers=numbers, cell=cell, pbc=True))
+
+
+def _without_close_contacts(rng: np.random.Generator, atoms: Atoms, min_distance: float = 0.9) -> Atoms:
+    """Place the atoms uniformly in the cell until no pair (images included) is closer than ``min_distance`` Å."""
+    while True:
+        atoms.positions = rng.uniform(0, 1, (len(atoms), 3)) @ atoms.cell.array
+        edge_index, _ = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, min_distance)
+        if edge_index.shape[1] == 0:
+            return atoms
+
+
+def randomize_energy_offsets(model: AtomisticModel, seed: int = 0) -> AtomisticModel:
+    """Give a model non-trivial per-element energies and scale (checks must not pass by zeros)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        values = -10.0 * torch.rand(model.num_species, generator=generator, dtype=torch.float64) - 1.0
+        model.element_energies.values.copy_(values)
+        model.energy_scale.fill_(0.5 + float(torch.rand(1, generator=generator)))
+    return model

@@ -1,0 +1,1 @@
+"""Training: configuration, data statistics, loss, loop, checkpoints."""

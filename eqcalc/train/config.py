@@ -1,0 +1,272 @@
+"""Training options: one dataclass, read from plain YAML and overridden by command-line flags.
+
+The YAML file holds plain data only (``yaml.safe_load``: no object construction). Every
+top-level option is also a flag (``max_epochs`` ↔ ``--max-epochs``); the ``model:`` section
+maps to ``--model`` (family), ``--cutoff`` and ``--hyper`` (a YAML mapping merged into
+``model.hyper``). Unknown keys and values of the wrong type raise ``ValueError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+def _option(default: Any, help: str, **kwargs: Any) -> Any:
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class ModelSection:
+    """The ``model:`` section: family name, cutoff and the family's own hyper-parameters."""
+
+    family: str = _option("schnet", "model family (see eqcalc.models.MODEL_FAMILIES)")
+    cutoff: float = _option(5.0, "interaction cutoff radius, Å")
+    hyper: dict = _option({}, "family hyper-parameters, e.g. {num_features: 64, num_interactions: 3}")
+
+
+@dataclass
+class TrainConfig:
+    """Every training option with its default."""
+
+    # data
+    train: Union[str, None] = _option(None, "training data file (extxyz, ASE .db, eqcalc .h5, any ASE format)")
+    valid: Union[str, None] = _option(None, "validation file; if absent a part of the training file is held out")
+    test: Union[str, None] = _option(None, "test file evaluated with the best model at the end")
+    valid_fraction: float = _option(0.05, "fraction of the training file held out for validation (no valid file)")
+    valid_count: Union[int, None] = _option(None, "number of training structures held out (overrides valid_fraction)")
+    energy_key: Union[str, None] = _option(None, "info key of the energy (default: ASE results, then REF_energy, energy)")
+    forces_key: Union[str, None] = _option(None, "per-atom array of the forces (default: ASE results, then REF_forces, forces)")
+    stress_key: Union[str, None] = _option(None, "info key of the stress (default: ASE results, then REF_stress, stress)")
+    # model
+    model: ModelSection = field(default_factory=ModelSection, metadata={"help": "model family, cutoff, hyper"})
+    dtype: Literal["float32", "float64"] = _option("float64", "precision of the model")
+    atomic_energies: Union[str, dict] = _option(
+        "auto", "per-element E0: auto | isolated | least_squares | mapping element → eV"
+    )
+    energy_scale: Union[float, Literal["auto"]] = _option("auto", "eV per network unit; auto = RMS force")
+    avg_num_neighbors: Union[float, Literal["auto"]] = _option("auto", "neighbour-sum normaliser; auto = from data")
+    # loss
+    energy_weight: float = _option(1.0, "weight of the energy-per-atom MSE, (eV/atom)^-2")
+    forces_weight: float = _option(10.0, "weight of the force-component MSE, (eV/Å)^-2")
+    stress_weight: float = _option(1.0, "weight of the stress-component MSE, (eV/Å^3)^-2")
+    loss: Literal["mse", "huber"] = _option("mse", "mse or huber (per component)")
+    huber_delta: float = _option(0.01, "Huber transition point in the label's units")
+    # optimisation
+    batch_size: int = _option(8, "structures per batch (per process with torchrun)")
+    valid_batch_size: Union[int, None] = _option(None, "validation batch size (default: batch_size)")
+    max_epochs: int = _option(100, "number of epochs")
+    lr: float = _option(1e-3, "AdamW learning rate")
+    weight_decay: float = _option(0.0, "AdamW decoupled weight decay")
+    amsgrad: bool = _option(True, "use the AMSGrad variant of AdamW")
+    scheduler: Literal["plateau", "cosine", "none"] = _option("plateau", "learning-rate schedule after warm-up")
+    warmup_epochs: int = _option(0, "epochs of linear learning-rate warm-up")
+    plateau_factor: float = _option(0.8, "plateau: multiply the rate by this when validation stalls")
+    plateau_patience: int = _option(10, "plateau: epochs without improvement before reducing")
+    min_lr: float = _option(1e-6, "lowest learning rate (cosine end point, plateau floor)")
+    clip_grad_norm: Union[float, None] = _option(10.0, "clip the gradient norm to this (null: no clipping)")
+    ema_decay: Union[float, None] = _option(0.99, "exponential moving average of weights (null: off)")
+    early_stopping_patience: Union[int, None] = _option(50, "stop after this many epochs without improvement")
+    # run
+    seed: int = _option(0, "seed of initial weights, data split and shuffling")
+    device: str = _option("auto", "cpu, cuda, cuda:1 … or auto")
+    output: str = _option("runs/train", "output folder (checkpoint.pt, best_model.pt, metrics.csv)")
+    resume: bool = _option(False, "continue from OUTPUT/checkpoint.pt")
+    progress: bool = _option(True, "show a progress bar per epoch")
+    tensorboard: bool = _option(False, "also write TensorBoard scalars to OUTPUT/tensorboard")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML- and torch.load(weights_only=True)-safe)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+        """Build and validate from a plain dict; unknown keys and wrong types raise ValueError."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: expected a mapping of options, got {type(values).__name__}.")
+        values = dict(values)
+        model = values.pop("model", {})
+        if isinstance(model, str):
+            model = {"family": model}
+        if not isinstance(model, dict):
+            raise ValueError(f"{source}: 'model' must be a mapping with family, cutoff, hyper.")
+        section = ModelSection(**_checked(ModelSection, model, f"{source}: model."))
+        config = cls(model=section, **_checked(cls, values, f"{source}: ", skip=("model",)))
+        config.check_ranges()
+        return config
+
+    def check_ranges(self) -> None:
+        """Raise ValueError naming the first option whose value is out of range."""
+        rules = [
+            ("batch_size", self.batch_size >= 1, "≥ 1"),
+            ("valid_batch_size", self.valid_batch_size is None or self.valid_batch_size >= 1, "≥ 1"),
+            ("max_epochs", self.max_epochs >= 0, "≥ 0"),
+            ("lr", self.lr > 0, "> 0"),
+            ("min_lr", 0 <= self.min_lr <= self.lr, "in [0, lr]"),
+            ("valid_fraction", 0 <= self.valid_fraction < 1, "in [0, 1)"),
+            ("ema_decay", self.ema_decay is None or 0 < self.ema_decay < 1, "in (0, 1)"),
+            ("plateau_factor", 0 < self.plateau_factor < 1, "in (0, 1)"),
+            ("huber_delta", self.huber_delta > 0, "> 0"),
+            ("model.cutoff", self.model.cutoff > 0, "> 0"),
+        ]
+        for name, ok, wanted in rules:
+            if not ok:
+                raise ValueError(f"{name} must be {wanted}.")
+        for name in ("energy_weight", "forces_weight", "stress_weight", "weight_decay", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0.")
+        if self.train is None:
+            raise ValueError("No training data: set train: FILE in the config or pass --train FILE.")
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(arm) for arm in typing.get_args(hint))
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(hint))
+    return "null" if hint is type(None) else hint.__name__
+
+
+def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
+    """(matches, value) for ``value`` against a type hint; "1e-3" counts as a float (PyYAML quirk)."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        for arm in typing.get_args(hint):
+            ok, coerced = _coerce(value, arm)
+            if ok:
+                return True, coerced
+        return False, value
+    if origin is Literal:
+        return value in typing.get_args(hint), value
+    if hint is type(None):
+        return value is None, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        if isinstance(value, str):
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, value
+        return False, value
+    return isinstance(value, hint), value
+
+
+def _checked(cls: type, values: dict[str, Any], prefix: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls) if f.name not in skip]
+    checked = {}
+    for key, value in values.items():
+        if key not in known:
+            close = [k for k in known if k.startswith(str(key)[:3])]
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{prefix}{key}: unknown option.{hint} Known options: {', '.join(known)}.")
+        ok, coerced = _coerce(value, hints[key])
+        if not ok:
+            raise ValueError(f"{prefix}{key}: expected {_describe(hints[key])}, got {value!r} ({type(value).__name__}).")
+        checked[key] = coerced
+    return checked
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The plain dict in a YAML config file (empty file → {})."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{str(path)!r} is not valid YAML (only plain data is allowed): {err}") from err
+    return {} if values is None else values
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Options from a YAML file (optional) with ``overrides`` applied on top; ``model`` merges key by key."""
+    values = read_config_file(path) if path is not None else {}
+    source = str(path) if path is not None else "options"
+    if not isinstance(values, dict):
+        raise ValueError(f"{source}: expected a mapping of options at the top level.")
+    overrides = dict(overrides or {})
+    model_overrides = overrides.pop("model", {})
+    values.update(overrides)
+    if model_overrides:
+        model = values.get("model") or {}
+        model = {"family": model} if isinstance(model, str) else dict(model)
+        hyper = model_overrides.pop("hyper", None)
+        model.update(model_overrides)
+        if hyper is not None:
+            model["hyper"] = {**(model.get("hyper") or {}), **hyper}
+        values["model"] = model
+    return TrainConfig.from_dict(values, source)
+
+
+# ---------------------------------------------------------------- command line
+
+MODEL_FLAGS = {"model": "family", "cutoff": "cutoff", "hyper": "hyper"}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per option (``--max-epochs``), plus ``--model``, ``--cutoff``, ``--hyper`` for the model section."""
+    parser.add_argument("config", nargs="?", help="YAML config file (flags override its values)")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "model":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (default: {f.default!r})" if f.default is not dataclasses.MISSING else f.metadata["help"]
+        if hints[f.name] is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar="VALUE", help=help_text)
+    parser.add_argument("--model", dest="model_family", default=argparse.SUPPRESS, metavar="FAMILY", help="model family")
+    parser.add_argument("--cutoff", dest="model_cutoff", default=argparse.SUPPRESS, metavar="Å", help="cutoff radius, Å")
+    parser.add_argument(
+        "--hyper", dest="model_hyper", default=argparse.SUPPRESS, metavar="YAML",
+        help="model hyper-parameters as a YAML mapping, merged into model.hyper: '{num_features: 32}'",
+    )
+
+
+def _parse_flag(text: str, hint: Any) -> Any:
+    """A flag's text as the option's type: strings stay strings, everything else is read as YAML."""
+    if hint is str or (typing.get_origin(hint) in (Union, types.UnionType) and str in typing.get_args(hint)
+                       and text.lower() not in ("null", "none", "~") and not text.lstrip().startswith("{")):
+        return text
+    value = yaml.safe_load(text)
+    return None if isinstance(value, str) and value.lower() == "none" else value
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The config file named on the command line (if any) with the given flags applied."""
+    hints = typing.get_type_hints(TrainConfig)
+    overrides: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name != "model" and hasattr(args, f.name):
+            text = getattr(args, f.name)
+            overrides[f.name] = text if isinstance(text, bool) else _parse_flag(text, hints[f.name])
+    model: dict[str, Any] = {}
+    if hasattr(args, "model_family"):
+        model["family"] = args.model_family
+    if hasattr(args, "model_cutoff"):
+        model["cutoff"] = yaml.safe_load(args.model_cutoff)
+    if hasattr(args, "model_hyper"):
+        hyper = yaml.safe_load(args.model_hyper)
+        if not isinstance(hyper, dict):
+            raise ValueError(f"--hyper: expected a YAML mapping like '{{num_features: 32}}', got {args.model_hyper!r}.")
+        model["hyper"] = hyper
+    if model:
+        overrides["model"] = model
+    return load_config(getattr(args, "config", None), overrides)
