@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["demo"]
+COMMANDS = ["check", "train", "eval", "convert"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,78 +1,41 @@
-"""One labelled structure as plain arrays: the unit every reader returns."""
+"""Built-in structures for demos, checks and benchmarks (no external files needed)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from importlib import resources
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.stress import full_3x3_to_voigt_6_stress
+from ase.build import bulk
+from ase.io import read
 
-DEFAULT_CONFIG_TYPE = "Default"
+WATER_OH = 0.9572  # Å, TIP3P geometry
+WATER_HOH = np.deg2rad(104.52)
 
 
-@dataclass
-class LabelledStructure:
-    """A structure and whichever reference labels it has (None = label missing).
+def aspirin() -> Atoms:
+    """Aspirin, 21 atoms: the first rMD17 test frame (CC0), no cell."""
+    with resources.as_file(resources.files("eqcalc.assets") / "aspirin.xyz") as path:
+        return read(path, format="extxyz")
 
-    Attributes:
-        numbers: (N,) int64 atomic numbers.
-        positions: (N, 3) float64, Å.
-        cell: (3, 3) float64 lattice vectors as rows, Å (zeros for a molecule).
-        pbc: (3,) bool.
-        energy: total energy, eV, or None.
-        forces: (N, 3) float64, eV/Å, or None.
-        stress: (3, 3) float64, eV/Å³, ASE sign (positive = tensile), or None.
-        config_type: label used to group errors (extxyz ``config_type``).
-    """
 
-    numbers: np.ndarray
-    positions: np.ndarray
-    cell: np.ndarray
-    pbc: np.ndarray
-    energy: float | None = None
-    forces: np.ndarray | None = None
-    stress: np.ndarray | None = None
-    config_type: str = DEFAULT_CONFIG_TYPE
+def water_box(repeat: int | tuple[int, int, int] = 1, seed: int = 0) -> Atoms:
+    """Liquid-density water: 64 randomly oriented H₂O on a 4×4×4 grid in a 12.42 Å cubic
+    box (1.0 g/cm³, 192 atoms), periodic, then repeated ``repeat`` times."""
+    rng = np.random.default_rng(seed)
+    length = 12.42
+    grid = (np.stack(np.meshgrid(*[np.arange(4)] * 3, indexing="ij"), -1).reshape(-1, 3) + 0.5) * (length / 4)
+    local = np.array(
+        [[0.0, 0.0, 0.0], [WATER_OH, 0.0, 0.0], [WATER_OH * np.cos(WATER_HOH), WATER_OH * np.sin(WATER_HOH), 0.0]]
+    )
+    positions = []
+    for oxygen in grid:
+        q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+        positions.append(oxygen + local @ (q * np.sign(np.diag(r))).T)
+    atoms = Atoms("OH2" * len(grid), positions=np.concatenate(positions), cell=[length] * 3, pbc=True)
+    return atoms.repeat(repeat)
 
-    def __post_init__(self):
-        self.numbers = np.asarray(self.numbers, dtype=np.int64).reshape(-1)
-        n = len(self.numbers)
-        self.positions = np.asarray(self.positions, dtype=np.float64).reshape(n, 3)
-        self.cell = np.asarray(self.cell, dtype=np.float64).reshape(3, 3)
-        self.pbc = np.asarray(self.pbc, dtype=bool).reshape(3)
-        if self.energy is not None:
-            self.energy = float(self.energy)
-        if self.forces is not None:
-            self.forces = np.asarray(self.forces, dtype=np.float64).reshape(n, 3)
-        if self.stress is not None:
-            self.stress = np.asarray(self.stress, dtype=np.float64).reshape(3, 3)
 
-    @property
-    def num_atoms(self) -> int:
-        return len(self.numbers)
-
-    @property
-    def has_labels(self) -> bool:
-        return self.energy is not None or self.forces is not None or self.stress is not None
-
-    def is_isolated_atom(self) -> bool:
-        """A single atom without periodic images, or a frame marked as an isolated atom."""
-        marked = self.config_type.replace("_", "").lower() == "isolatedatom"
-        return self.num_atoms == 1 and (marked or not self.pbc.any())
-
-    def to_atoms(self) -> Atoms:
-        """ASE Atoms with the labels attached as a SinglePointCalculator (energy, forces, Voigt stress)."""
-        atoms = Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
-        atoms.info["config_type"] = self.config_type
-        results = {}
-        if self.energy is not None:
-            results["energy"] = self.energy
-        if self.forces is not None:
-            results["forces"] = self.forces
-        if self.stress is not None:
-            results["stress"] = full_3x3_to_voigt_6_stress(self.stress)
-        if results:
-            atoms.calc = SinglePointCalculator(atoms, **results)
-        return atoms
+def copper_fcc(repeat: int = 4) -> Atoms:
+    """fcc Cu (a = 3.61 Å), conventional cubic cell repeated ``repeat``³ times (256 atoms for 4)."""
+    return bulk("Cu", "fcc", a=3.61, cubic=True).repeat(repeat)

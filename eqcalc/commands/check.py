@@ -1,0 +1,53 @@
+"""``eqcalc check MODEL [STRUCTURES...]``: audit a saved model's symmetry and physics."""
+
+from __future__ import annotations
+
+import argparse
+
+from ase.io import read
+
+HELP = "audit a model: invariance, equivariance, forces/stress vs finite differences, NVE drift"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model file written by eqcalc")
+    parser.add_argument("structures", nargs="*", help="structure files (any ase.io format); default: built-in ones")
+    parser.add_argument("--frames", type=int, default=2, help="frames checked per file (default 2)")
+    parser.add_argument("--transforms", type=int, default=100, help="random O(3) elements per structure")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default=None, help="run the model in this dtype")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models import load_model
+    from ..testing.audit import FD_TOLERANCE, NVE_TOLERANCE, SYMMETRY_TOLERANCE, audit_structure
+    from ..testing.physics import sample_structures
+
+    model = load_model(args.model, dtype=args.dtype)
+    if args.structures:
+        structures = [
+            (f"{path}@{k}", atoms)
+            for path in args.structures
+            for k, atoms in enumerate(read(path, f":{args.frames}"))
+        ]
+    else:
+        structures = list(sample_structures(model.species).items())
+    dtype = str(model.dtype).removeprefix("torch.")
+    print(f"model {args.model}: {model.family}, {dtype}, species {model.species}, cutoff {model.cutoff} Å")
+    print(
+        f"tolerances: symmetry {SYMMETRY_TOLERANCE[model.dtype]:.0e} (eV, eV/Å), finite differences "
+        f"{FD_TOLERANCE:.0e} relative (float64 copy), NVE {NVE_TOLERANCE[model.dtype]:.0e} eV/atom "
+        "(100 steps of 0.5 fs from 300 K)"
+    )
+    header = f"{'structure':<28}{'atoms':>6}{'max |ΔE| eV':>13}{'F equiv eV/Å':>14}{'F vs FD':>10}{'σ vs FD':>10}{'NVE eV/atom':>13}  result"
+    print(header)
+    failures = 0
+    for name, atoms in structures:
+        r = audit_structure(model, atoms, name, num_transforms=args.transforms)
+        failures += not r.passed
+        stress = "-" if r.stress_fd is None else f"{r.stress_fd:.1e}"
+        print(
+            f"{name[-28:]:<28}{r.num_atoms:>6}{r.energy_change:>13.1e}{r.force_equivariance:>14.1e}"
+            f"{r.force_fd:>10.1e}{stress:>10}{r.nve_deviation:>13.1e}  {'PASS' if r.passed else 'FAIL'}"
+        )
+    print(f"{len(structures) - failures} passed, {failures} failed")
+    return 1 if failures else 0
