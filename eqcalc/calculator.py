@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 
@@ -26,7 +27,8 @@ class EquivariantCalculator(Calculator):
     """ASE calculator wrapping an eqcalc model.
 
     Args:
-        model: an :class:`AtomisticModel` or the path of a model file.
+        model: an :class:`AtomisticModel` (the calculator keeps its own copy, in
+            inference mode) or the path of a model file.
         device: torch device to run on ("cpu", "cuda", …).
         dtype: "float32", "float64", or None for the model's own dtype.
         skin: Verlet-list skin in Å; the neighbour list is rebuilt only when an
@@ -51,10 +53,10 @@ class EquivariantCalculator(Calculator):
         super().__init__(**kwargs)
         if isinstance(model, AtomisticModel):
             target = resolve_dtype(dtype) or model.dtype
-            model = model.to(device=device, dtype=target)
+            model = copy.deepcopy(model).to(device=device, dtype=target)
         else:
             model = load_model(model, device=device, dtype=dtype)
-        self.model = model.eval()
+        self.model = model.eval().requires_grad_(False)
         self.device = torch.device(device)
         self.min_distance = float(min_distance)
         self.neighbours = VerletNeighbourList(model.cutoff, skin)

@@ -137,17 +137,19 @@ class AtomisticModel(nn.Module):
         """Per-atom energies (N,) in eV, float64, from atomic numbers and edge vectors.
 
         The network's output for an atom without neighbours is subtracted, so an
-        isolated atom's energy is exactly its element energy.
+        isolated atom's energy is exactly its element energy. Those reference
+        outputs come from the same pass: one neighbour-less virtual atom per
+        species is appended as an extra structure.
         """
         species = self.species_table[numbers]
-        outputs = self.atomic_outputs(species, edge_index, edge_vectors.to(self.dtype), batch, num_graphs)
-        outputs = outputs - self.isolated_atom_outputs()[species]
+        num_atoms = species.shape[0]
+        references = torch.arange(self.num_species, device=species.device)
+        outputs = self.atomic_outputs(
+            torch.cat([species, references]),
+            edge_index,
+            edge_vectors.to(self.dtype),
+            torch.cat([batch, torch.full_like(references, num_graphs)]),
+            num_graphs + 1,
+        )
+        outputs = outputs[:num_atoms] - outputs[num_atoms:][species]
         return outputs.to(torch.float64) * self.energy_scale.to(torch.float64) + self.element_energies(species)
-
-    def isolated_atom_outputs(self) -> torch.Tensor:
-        """Raw outputs (S,) of one atom of each species with no neighbours."""
-        device = self.energy_scale.device
-        species = torch.arange(self.num_species, device=device)
-        no_edges = torch.zeros((2, 0), dtype=torch.int64, device=device)
-        no_vectors = torch.zeros((0, 3), dtype=self.dtype, device=device)
-        return self.atomic_outputs(species, no_edges, no_vectors, torch.zeros_like(species), 1)

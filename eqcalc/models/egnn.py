@@ -69,7 +69,7 @@ class EGNN(AtomisticModel):
     """EGNN energy model with a smooth cutoff envelope.
 
     Defaults: F = 128, 4 layers, 16 Gaussians of the input distance, cosine cutoff
-    at r_c = 5 Å; with species [1, 6, 7, 8] that is 407,553 parameters.
+    at r_c = 5 Å; with species [1, 6, 7, 8] that is 462,724 parameters.
 
     Args:
         num_features: width F of the atom features h.

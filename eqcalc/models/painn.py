@@ -94,7 +94,7 @@ class PaiNN(AtomisticModel):
 
     Defaults follow the paper (F = 128, 3 interaction blocks, 20 sine/Bessel radial
     functions sin(kπd/r_c)/d with fixed frequencies, cosine cutoff at r_c = 5 Å);
-    with species [1, 6, 7, 8] that is 576,833 parameters.
+    with species [1, 6, 7, 8] that is 576,769 parameters.
 
     Args:
         num_features: channels F of the scalar and of the vector features.

@@ -13,7 +13,7 @@ class GaussianBasis(nn.Module):
 
     def __init__(self, cutoff: float, num_basis: int = 32):
         super().__init__()
-        centers = torch.linspace(0.0, float(cutoff), int(num_basis), dtype=torch.float64)
+        centers = torch.linspace(0.0, float(cutoff), int(num_basis))
         spacing = float(cutoff) / (int(num_basis) - 1)
         self.register_buffer("centers", centers)
         self.gamma = 0.5 / spacing**2
@@ -34,7 +34,7 @@ class BesselBasis(nn.Module):
         super().__init__()
         self.cutoff = float(cutoff)
         self.num_basis = int(num_basis)
-        frequencies = math.pi * torch.arange(1, self.num_basis + 1, dtype=torch.float64) / self.cutoff
+        frequencies = math.pi * torch.arange(1, self.num_basis + 1, dtype=torch.get_default_dtype()) / self.cutoff
         if trainable:
             self.frequencies = nn.Parameter(frequencies)
         else:

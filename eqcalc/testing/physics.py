@@ -18,7 +18,7 @@ from ..calculator import has_stress
 from ..data.graph import atoms_to_graph, batch_graphs
 from ..data.neighbors import neighbour_list
 from ..models.base import AtomisticModel
-from ..properties import compute_properties
+from ..properties import compute_properties, edge_vectors
 
 
 def evaluate(model: AtomisticModel, atoms: Atoms, stress: bool | None = None) -> dict:
@@ -33,6 +33,14 @@ def evaluate(model: AtomisticModel, atoms: Atoms, stress: bool | None = None) ->
     if stress:
         result["stress"] = out["stress"][0].detach().numpy()
     return result
+
+
+def model_inputs(model: AtomisticModel, atoms: Atoms) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What a family's internals take for ``atoms``: species indices (N,), edge_index (2, E)
+    and edge vectors (E, 3) in the model dtype; for tests of internal features."""
+    graph = atoms_to_graph(atoms, model.cutoff)
+    vectors = edge_vectors(graph.positions, graph.cell, graph.edge_index, graph.shifts, graph.batch)
+    return model.species_table[graph.numbers], graph.edge_index, vectors.to(model.dtype)
 
 
 def random_orthogonal(rng: np.random.Generator, reflection: bool = False) -> np.ndarray:

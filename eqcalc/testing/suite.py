@@ -76,8 +76,11 @@ class ModelPhysicsTests:
     def test_smooth_at_cutoff(self, model):
         distances, energies, forces = physics.cutoff_profile(model, numbers=self.species[:2])
         assert np.abs(np.diff(energies)).max() < 1e-8
+        # Energy and force are continuous through r_c (steps 1e-5 Å apart) and the force
+        # vanishes there: |F| at the last point inside (1e-5 Å from r_c) is ~ F'(r_c)·1e-5.
+        assert np.abs(np.diff(forces)).max() < 1e-6
         inside = distances < model.cutoff
-        assert np.abs(forces[inside]).max() < 1e-6, "force does not go to zero at the cutoff"
+        assert abs(forces[inside][-1]) < 1e-6, "force does not go to zero at the cutoff"
         assert np.all(forces[~inside] == 0.0)
         # Far outside the cutoff the dimer is two isolated atoms.
         assert energies[-1] == pytest.approx(float(model.element_energies.values[:2].sum()), abs=1e-12)

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from eqcalc.data.graph import atoms_to_graph
-from eqcalc.properties import edge_vectors
+from eqcalc.testing.physics import model_inputs
 from eqcalc.testing import ModelPhysicsTests, physics
 
 HYPER = {"num_features": 8, "num_layers": 3}
@@ -25,10 +24,8 @@ class TestEGNNPolynomialNoBasis(ModelPhysicsTests):
 
 def updated_positions(model, atoms):
     """Positions (N, 3) Å after EGNN's coordinate updates, as numpy."""
-    graph = atoms_to_graph(atoms, model.cutoff)
-    vectors = edge_vectors(graph.positions, graph.cell, graph.edge_index, graph.shifts, graph.batch)
     with torch.no_grad():
-        _, displacements = model.propagate(model.species_table[graph.numbers], graph.edge_index, vectors)
+        _, displacements = model.propagate(*model_inputs(model, atoms))
     return atoms.positions + displacements.numpy()
 
 
