@@ -6,6 +6,10 @@ from ase.build import bulk, molecule
 import eqcalc
 from eqcalc.testing.physics import randomize_energy_offsets
 
+# The tests use tiny models whose hundreds of small kernels only lose from intra-op threads
+# (and several test processes may share the cores): one thread each, for speed and determinism.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def schnet64():

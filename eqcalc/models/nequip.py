@@ -14,7 +14,13 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from ..nn.irreps import EdgeEmbedding, EquivariantConvolution, feature_irreps, gated_nonlinearity, reachable
+from ..nn.irreps import (
+    EdgeEmbedding,
+    EquivariantConvolution,
+    feature_irreps,
+    gated_nonlinearity,
+    reachable,
+)
 from .base import AtomisticModel
 from .registry import register_family
 

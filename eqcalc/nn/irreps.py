@@ -14,6 +14,7 @@ Coupling two irreps l1 p1 ⊗ l2 p2 gives the irreps l p with
 from __future__ import annotations
 
 import math
+import re
 from typing import Collection
 
 import torch
@@ -27,6 +28,8 @@ from .radial import BesselBasis
 from .scatter import scatter_sum
 
 Instruction = tuple[int, int, int, str, bool]
+
+_WIGNER_3J_BUFFER = re.compile(r"_w3j_(\d+)_(\d+)_(\d+)")
 
 
 def feature_irreps(multiplicity: int, lmax: int, parity: bool = True) -> o3.Irreps:
@@ -55,12 +58,14 @@ def coupling_paths(
     irreps_in2: o3.Irreps,
     allowed: Collection[o3.Irrep],
     mode: str,
+    weighted: bool,
     symmetric: bool = False,
 ) -> tuple[o3.Irreps, list[Instruction]]:
     """Tensor-product paths (i1, i2) → l p obeying the selection rules, with l p in ``allowed``.
 
     Each path writes its own output block of multiplicity ``irreps_in1[i1].mul``
     (modes "uvu" and "uuu"), so a later linear layer can weight paths separately.
+    weighted: whether the paths take weights (e3nn ``has_weight``).
 
     symmetric: the two inputs are the same tensor (A ⊗ A, "uuu"); keep i1 ≤ i2
     only and drop the paths that vanish identically (i1 = i2 with odd l, whose
@@ -77,7 +82,7 @@ def coupling_paths(
             for ir_out in ir1 * ir2:
                 if ir_out not in allowed or (symmetric and i1 == i2 and ir_out.l % 2 == 1):
                     continue
-                instructions.append((i1, i2, len(irreps_out), mode, mode == "uvu"))
+                instructions.append((i1, i2, len(irreps_out), mode, weighted))
                 irreps_out.append((mul, ir_out))
     return o3.Irreps(irreps_out), instructions
 
@@ -101,6 +106,35 @@ def radial_mlp(num_basis: int, hidden: int, num_layers: int, num_out: int) -> nn
         if isinstance(layer, nn.Linear):
             nn.init.normal_(layer.weight, std=1.0 / math.sqrt(layer.in_features))
     return network
+
+
+class ExactClebschGordan(nn.Module):
+    """Mixin for e3nn tensor products: keeps their Clebsch–Gordan coefficients exact
+    in whatever dtype the module is moved to.
+
+    e3nn stores the coefficients as buffers (``…._w3j_l1_l2_l3``) computed in the
+    default dtype at construction, usually float32. Casting to float64 afterwards
+    would keep float32-rounded values, which breaks equivariance at the 1e-8
+    level; after every ``.to()`` / ``.double()`` they are recomputed instead.
+    """
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        with torch.no_grad():
+            for name, buffer in self.named_buffers():
+                match = _WIGNER_3J_BUFFER.fullmatch(name.rsplit(".", 1)[-1])
+                if match:
+                    exact = o3.wigner_3j(*(int(l) for l in match.groups()), dtype=torch.float64)
+                    buffer.copy_(exact.to(device=buffer.device, dtype=buffer.dtype))
+        return self
+
+
+class TensorProduct(ExactClebschGordan, o3.TensorProduct):
+    """:class:`e3nn.o3.TensorProduct` with exact coefficients in every dtype."""
+
+
+class FullyConnectedTensorProduct(ExactClebschGordan, o3.FullyConnectedTensorProduct):
+    """:class:`e3nn.o3.FullyConnectedTensorProduct` with exact coefficients in every dtype."""
 
 
 class EdgeEmbedding(nn.Module):
@@ -152,10 +186,10 @@ class EquivariantConvolution(nn.Module):
         super().__init__()
         self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
         irreps_mid, instructions = coupling_paths(
-            self.irreps_in, irreps_sh, {ir for _, ir in self.irreps_out}, mode="uvu"
+            self.irreps_in, irreps_sh, {ir for _, ir in self.irreps_out}, mode="uvu", weighted=True
         )
         self.linear_in = o3.Linear(self.irreps_in, self.irreps_in)
-        self.tensor_product = o3.TensorProduct(
+        self.tensor_product = TensorProduct(
             self.irreps_in, irreps_sh, irreps_mid, instructions, internal_weights=False, shared_weights=False
         )
         self.radial = radial_mlp(num_basis, radial_hidden, radial_layers, self.tensor_product.weight_numel)
