@@ -12,6 +12,7 @@ energies (sums of many E_i around −10³ eV) keep their precision.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -92,8 +93,13 @@ class AtomisticModel(nn.Module):
         return self.energy_scale.dtype
 
     def hyperparameters(self) -> dict[str, Any]:
-        """Family-specific constructor arguments (plain Python values)."""
-        raise NotImplementedError
+        """Family-specific constructor arguments (plain Python values).
+
+        Every keyword-only parameter of the family's ``__init__``, read back from
+        the attribute of the same name, which the family must set.
+        """
+        parameters = inspect.signature(type(self).__init__).parameters.values()
+        return {p.name: getattr(self, p.name) for p in parameters if p.kind is p.KEYWORD_ONLY}
 
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this model with ``build_model(family, **config)``."""

@@ -108,14 +108,6 @@ class EGNN(AtomisticModel):
         )
         self.readout = mlp([self.num_features, self.num_features // 2, 1])
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {
-            "num_features": self.num_features,
-            "num_layers": self.num_layers,
-            "num_basis": self.num_basis,
-            "cutoff_fn": self.cutoff_fn,
-        }
-
     def propagate(
         self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -218,19 +218,6 @@ class MACE(AtomisticModel):
         """Irreps of the node features after each layer (see :meth:`node_features`)."""
         return [layer.irreps_out for layer in self.layers]
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {
-            "num_channels": self.num_channels,
-            "max_L": self.max_L,
-            "lmax": self.lmax,
-            "correlation": self.correlation,
-            "num_layers": self.num_layers,
-            "num_basis": self.num_basis,
-            "radial_hidden": self.radial_hidden,
-            "radial_layers": self.radial_layers,
-            "readout_hidden": self.readout_hidden,
-        }
-
     def node_features(
         self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
     ) -> list[torch.Tensor]:

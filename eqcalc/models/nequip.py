@@ -115,17 +115,6 @@ class NequIP(AtomisticModel):
         """Irreps of the node features after each layer (see :meth:`node_features`)."""
         return [layer.irreps_out for layer in self.layers]
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {
-            "num_features": self.num_features,
-            "lmax": self.lmax,
-            "parity": self.parity,
-            "num_layers": self.num_layers,
-            "num_basis": self.num_basis,
-            "radial_hidden": self.radial_hidden,
-            "radial_layers": self.radial_layers,
-        }
-
     def node_features(
         self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
     ) -> list[torch.Tensor]:

@@ -128,14 +128,6 @@ class PaiNN(AtomisticModel):
         self.updates = nn.ModuleList(PaiNNUpdate(self.num_features) for _ in range(self.num_interactions))
         self.readout = mlp([self.num_features, self.num_features // 2, 1])
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {
-            "num_features": self.num_features,
-            "num_interactions": self.num_interactions,
-            "num_basis": self.num_basis,
-            "cutoff_fn": self.cutoff_fn,
-        }
-
     def atom_features(
         self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

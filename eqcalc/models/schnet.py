@@ -71,14 +71,6 @@ class SchNet(AtomisticModel):
         )
         self.readout = mlp([self.num_features, self.num_features // 2, 1], ShiftedSoftplus)
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {
-            "num_features": self.num_features,
-            "num_interactions": self.num_interactions,
-            "num_basis": self.num_basis,
-            "cutoff_fn": self.cutoff_fn,
-        }
-
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs):
         distances = torch.linalg.vector_norm(edge_vectors, dim=-1)
         radial = self.radial(distances)
