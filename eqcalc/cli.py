@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["check", "train", "eval", "convert"]
+COMMANDS = ["check", "md", "relax", "traj"]
 
 
 def build_parser() -> argparse.ArgumentParser:

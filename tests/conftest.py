@@ -1,3 +1,9 @@
+import os
+
+# One BLAS thread: scipy/numpy work inside the tests (ASE cell filters, optimisers) is tiny, and
+# BLAS threads fighting over the cores made some tests 20x slower. Set before numpy is imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
 import torch

@@ -1,0 +1,94 @@
+"""The thermodynamic log of an MD run (CSV) and its plots (PNG)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = ["step", "time_fs", "epot_eV", "ekin_eV", "etot_eV", "temperature_K"]
+PRESSURE_COLUMN = "pressure_GPa"
+
+
+class ThermoLog:
+    """Appends one CSV row per logged step, flushed at once.
+
+    Args:
+        path: the CSV file.
+        periodic: add a pressure column (GPa, including the kinetic term).
+        resume_step: keep an existing file's rows up to this step and append after them;
+            None starts a new file.
+    """
+
+    def __init__(self, path: str | os.PathLike, periodic: bool, resume_step: int | None = None):
+        self.path = Path(path)
+        self.columns = COLUMNS + ([PRESSURE_COLUMN] if periodic else [])
+        kept = []
+        if resume_step is not None and self.path.is_file():
+            with open(self.path, newline="") as handle:
+                kept = [row for row in csv.DictReader(handle) if int(row["step"]) <= resume_step]
+        self._handle = open(self.path, "w", newline="")
+        self._writer = csv.DictWriter(self._handle, fieldnames=self.columns)
+        self._writer.writeheader()
+        self._writer.writerows(kept)
+        self._handle.flush()
+
+    def write(self, step: int, time: float, epot: float, ekin: float, temperature: float,
+              pressure: float | None = None) -> None:
+        """One row: step, time (fs), energies (eV), temperature (K), pressure (GPa) for periodic cells."""
+        row = {"step": step, "time_fs": f"{time:.6g}", "epot_eV": repr(float(epot)), "ekin_eV": repr(float(ekin)),
+               "etot_eV": repr(float(epot + ekin)), "temperature_K": f"{temperature:.6g}"}
+        if PRESSURE_COLUMN in self.columns:
+            row[PRESSURE_COLUMN] = f"{pressure:.6g}"
+        self._writer.writerow(row)
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def read_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Columns of a CSV log as float arrays."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return {}
+    return {name: np.array([float(row[name]) for row in rows]) for name in rows[0]}
+
+
+def plot_log(path: str | os.PathLike, output_dir: str | os.PathLike) -> list[Path]:
+    """Energy and temperature against time from a CSV log, as energy.png and temperature.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = read_log(path)
+    if not columns:
+        return []
+    output_dir = Path(output_dir)
+    time_ps = columns["time_fs"] / 1000.0
+    paths = []
+    fig, axes = plt.subplots(2, 1, sharex=True, figsize=(6.4, 5.6))
+    axes[0].plot(time_ps, columns["etot_eV"], label="total")
+    axes[0].plot(time_ps, columns["epot_eV"], label="potential")
+    axes[0].set_ylabel("energy (eV)")
+    axes[0].legend()
+    axes[1].plot(time_ps, columns["ekin_eV"], color="C2")
+    axes[1].set_ylabel("kinetic energy (eV)")
+    axes[1].set_xlabel("time (ps)")
+    fig.tight_layout()
+    paths.append(output_dir / "energy.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(time_ps, columns["temperature_K"])
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel("temperature (K)")
+    fig.tight_layout()
+    paths.append(output_dir / "temperature.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,281 @@
+"""Molecular dynamics with an eqcalc model: ``eqcalc.md.run(atoms, model, ...)``.
+
+A run writes into one folder: ``trajectory.h5`` (see :mod:`eqcalc.md.trajectory`),
+``log.csv``, ``energy.png``, ``temperature.png``, ``final.extxyz`` (last state, with
+momenta) and ``config.yaml`` (the settings, reused by ``resume=True``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms, units
+from ase.md.md import MolecularDynamics
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
+from tqdm.auto import tqdm
+
+from ..calculator import EquivariantCalculator, has_stress
+from ..models.base import AtomisticModel
+from .config import MDConfig, read_yaml, write_yaml
+from .ensembles import build_dynamics, centre_of_mass_constraint, integrator_state, restore_integrator_state
+from .guards import Guards
+from .log import ThermoLog, plot_log
+from .trajectory import Frame, Trajectory, TrajectoryWriter, frame_atoms, read_trajectory
+
+TRAJECTORY_FILE = "trajectory.h5"
+LOG_FILE = "log.csv"
+CONFIG_FILE = "config.yaml"
+FINAL_FILE = "final.extxyz"
+FS_PER_DAY_TO_NS = 86400.0 * 1e-6  # (fs of simulated time per s) → ns per day
+
+
+@dataclass
+class MDResult:
+    """The record of a run.
+
+    Attributes:
+        output: the run folder.
+        atoms: the last good state (positions, momenta, cell; energy and forces attached).
+        step: the last step reached.
+        steps_run: steps taken by this call (fewer than ``step`` for a resumed run).
+        stop_reason: why a safety guard stopped the run, or None if it completed.
+        steps_per_second, ns_per_day: speed of this call's steps (wall clock, including output).
+        neighbour_fraction: share of that time spent updating and filtering the neighbour list.
+        neighbour_rebuilds: neighbour-list rebuilds during this call.
+    """
+
+    output: Path
+    atoms: Atoms
+    step: int
+    steps_run: int
+    stop_reason: str | None
+    steps_per_second: float
+    ns_per_day: float
+    neighbour_fraction: float
+    neighbour_rebuilds: int
+
+    @property
+    def completed(self) -> bool:
+        return self.stop_reason is None
+
+    @property
+    def trajectory(self) -> Path:
+        return self.output / TRAJECTORY_FILE
+
+    @property
+    def log(self) -> Path:
+        return self.output / LOG_FILE
+
+
+def run(
+    atoms: Atoms | None,
+    model: AtomisticModel | str | os.PathLike | None,
+    config: MDConfig | None = None,
+    *,
+    output: str | os.PathLike = "md_run",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: str = "cpu",
+    dtype: str | None = None,
+    **settings,
+) -> MDResult:
+    """Run MD of ``atoms`` with ``model`` and write the run folder ``output``.
+
+    Args:
+        atoms: the starting structure (not modified); with ``resume`` it may be None.
+        model: an eqcalc model or model file; with ``resume`` None reuses the file recorded in the folder.
+        config: the settings; or give them as keyword arguments (``ensemble="nve", timestep=1.0, ...``,
+            see :class:`MDConfig`).
+        output: the run folder.
+        resume: continue the run in ``output`` from its last saved frame (positions, velocities,
+            thermostat state, step) up to ``steps`` (which alone may be changed, to extend the run).
+        overwrite: replace a run already in ``output``.
+        progress: show a progress bar with steps/s and ns/day.
+        device, dtype: where and in which precision the model runs.
+
+    Returns:
+        The :class:`MDResult`. A run stopped by a safety guard returns normally with ``stop_reason``
+        set; its trajectory ends with the last good state.
+    """
+    output = Path(output)
+    if resume:
+        config, model, previous = _resumed_settings(output, model, config, settings)
+        last = previous.frame(len(previous) - 1)
+        system = _resumed_atoms(previous, last, atoms)
+    else:
+        if atoms is None or model is None:
+            raise ValueError("A new run needs a structure and a model.")
+        if atoms.constraints:
+            raise ValueError("Constraints on the structure are not supported by eqcalc md yet; remove them.")
+        config = _new_settings(config, settings)
+        _claim_output(output, overwrite)
+        system, previous = atoms.copy(), None
+    model_record = os.path.abspath(model) if isinstance(model, (str, os.PathLike)) else None
+    calc = EquivariantCalculator(model, device=device, dtype=dtype, skin=config.skin, min_distance=config.min_distance)
+    system.calc = calc
+    system.set_constraint(centre_of_mass_constraint(config))
+    rng = np.random.default_rng(config.seed)
+    if not resume:
+        _initial_velocities(system, config, rng)
+    dynamics = build_dynamics(system, config, rng)
+    if resume:
+        restore_integrator_state(dynamics, last.integrator)
+    write_yaml({"model": model_record, **config.to_dict()}, output / CONFIG_FILE)
+
+    start = last.step if resume else 0
+    try:
+        first = _snapshot(system, dynamics, start, config)
+    except (ValueError, FloatingPointError) as err:
+        raise ValueError(f"The starting structure cannot be simulated: {err}") from err
+    guards = Guards(config.max_force, config.temperature_limit)
+    problem = guards.check(first.potential_energy, first.forces, system.get_temperature())
+    if problem:
+        raise ValueError(f"The starting structure fails a safety check: {problem}.")
+    if start >= config.steps:
+        raise ValueError(f"The run in {str(output)!r} already reached step {start}; give more steps to extend it.")
+
+    writer = TrajectoryWriter(
+        output / TRAJECTORY_FILE, system.numbers, system.get_masses(), system.pbc,
+        {"model": model_record, "md": config.to_dict()}, first.integrator, previous,
+    )
+    periodic = has_stress(system)
+    log = ThermoLog(output / LOG_FILE, periodic, resume_step=start if resume else None)
+    if not resume:
+        writer.append(first)
+        _log_row(log, system, first, periodic)
+    last_good, written_step, stop_reason = first, start, None
+    neighbour_start, rebuilds_start = calc.neighbour_seconds, calc.neighbours.num_builds
+    clock = time.perf_counter()
+    bar = tqdm(total=config.steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True)
+    try:
+        for step in range(start + 1, config.steps + 1):
+            try:
+                dynamics.step()
+                frame = _snapshot(system, dynamics, step, config)
+            except (ValueError, FloatingPointError) as err:  # the calculator's contact and finiteness checks
+                stop_reason = str(err)
+                break
+            stop_reason = guards.check(frame.potential_energy, frame.forces, system.get_temperature())
+            if stop_reason:
+                break
+            last_good = frame
+            if step % config.traj_interval == 0 or step == config.steps:
+                writer.append(frame)
+                written_step = step
+            if step % config.log_interval == 0:
+                _log_row(log, system, frame, periodic)
+            if progress:
+                rate = (step - start) / max(time.perf_counter() - clock, 1e-9)
+                bar.set_postfix_str(f"{rate * config.timestep * FS_PER_DAY_TO_NS:.3g} ns/day", refresh=False)
+                bar.update(1)
+    finally:
+        elapsed = time.perf_counter() - clock
+        if written_step != last_good.step:  # stopped early: end with the last good state
+            writer.append(last_good)
+        writer.close()
+        log.close()
+        bar.close()
+    final = frame_atoms(last_good, system.numbers, system.get_masses(), system.pbc)
+    final.write(output / FINAL_FILE)
+    plot_log(output / LOG_FILE, output)
+    steps_done = last_good.step - start
+    rate = steps_done / elapsed if elapsed > 0 else 0.0
+    return MDResult(
+        output=output,
+        atoms=final,
+        step=last_good.step,
+        steps_run=steps_done,
+        stop_reason=None if stop_reason is None else f"Stopped after step {last_good.step}: {stop_reason.rstrip('.')}",
+        steps_per_second=rate,
+        ns_per_day=rate * config.timestep * FS_PER_DAY_TO_NS,
+        neighbour_fraction=(calc.neighbour_seconds - neighbour_start) / elapsed if elapsed > 0 else 0.0,
+        neighbour_rebuilds=calc.neighbours.num_builds - rebuilds_start,
+    )
+
+
+def _new_settings(config: MDConfig | None, settings: dict) -> MDConfig:
+    if config is not None and settings:
+        raise ValueError(f"Give the settings either as config or as keywords, not both (got {sorted(settings)}).")
+    config = config or MDConfig.from_dict(settings)
+    if config.seed is None:
+        config = MDConfig.from_dict({**config.to_dict(), "seed": secrets.randbelow(2**32)})
+    return config
+
+
+def _claim_output(output: Path, overwrite: bool) -> None:
+    """Make the run folder, refusing to mix a new run into an old one."""
+    if (output / TRAJECTORY_FILE).exists() and not overwrite:
+        raise ValueError(
+            f"{str(output)!r} already holds a run. Continue it with --resume (resume=True), replace it with "
+            "--overwrite (overwrite=True), or choose another --output folder."
+        )
+    output.mkdir(parents=True, exist_ok=True)
+
+
+def _resumed_settings(
+    output: Path, model: AtomisticModel | str | os.PathLike | None, config: MDConfig | None, settings: dict
+) -> tuple[MDConfig, AtomisticModel | str | os.PathLike, Trajectory]:
+    """The saved settings (with ``steps`` possibly changed), the model, and the saved frames."""
+    if config is not None or set(settings) - {"steps"}:
+        raise ValueError(
+            "A resumed run keeps its saved settings; only steps can be changed "
+            f"(got {sorted(set(settings) - {'steps'}) or 'a config'})."
+        )
+    if not (output / TRAJECTORY_FILE).is_file() or not (output / CONFIG_FILE).is_file():
+        raise FileNotFoundError(
+            f"No run to resume in {str(output)!r}: it needs {TRAJECTORY_FILE} and {CONFIG_FILE} from an earlier run."
+        )
+    saved = read_yaml(output / CONFIG_FILE)
+    recorded_model = saved.pop("model", None)
+    model = model if model is not None else recorded_model
+    if model is None:
+        raise ValueError(f"{str(output)!r} records no model file (it was run with a model object); pass the model.")
+    config = MDConfig.from_dict({**saved, **settings})
+    previous = read_trajectory(output / TRAJECTORY_FILE)
+    if len(previous) == 0:
+        raise ValueError(f"{str(output / TRAJECTORY_FILE)!r} holds no complete frame to resume from; start afresh.")
+    return config, model, previous
+
+
+def _resumed_atoms(previous: Trajectory, last: Frame, atoms: Atoms | None) -> Atoms:
+    system = frame_atoms(last, previous.numbers, previous.masses, previous.pbc)
+    if atoms is not None and not np.array_equal(atoms.numbers, system.numbers):
+        raise ValueError("The given structure has other atoms than the run being resumed.")
+    return system
+
+
+def _initial_velocities(atoms: Atoms, config: MDConfig, rng: np.random.Generator) -> None:
+    """Maxwell–Boltzmann momenta at the configured temperature without centre-of-mass motion,
+    or the structure's own momenta (centre-of-mass motion removed as well)."""
+    if config.velocities == "maxwell-boltzmann":
+        thermalize_momenta(atoms, temperature_K=config.temperature, rng=rng)
+    Stationary(atoms, preserve_temperature=False)
+
+
+def _snapshot(atoms: Atoms, dynamics: MolecularDynamics, step: int, config: MDConfig) -> Frame:
+    """The current state as a frame (evaluates the model if it has not seen these positions)."""
+    return Frame(
+        step=step,
+        time=step * config.timestep,
+        positions=atoms.get_positions(),
+        velocities=atoms.get_velocities() * units.fs,
+        forces=atoms.get_forces(apply_constraint=False),
+        potential_energy=float(atoms.get_potential_energy()),
+        cell=atoms.cell.array.copy(),
+        integrator=integrator_state(dynamics),
+    )
+
+
+def _log_row(log: ThermoLog, atoms: Atoms, frame: Frame, periodic: bool) -> None:
+    pressure = None
+    if periodic:
+        stress = atoms.get_stress(voigt=False, include_ideal_gas=True)
+        pressure = -np.trace(stress) / 3.0 / units.GPa
+    log.write(frame.step, frame.time, frame.potential_energy, atoms.get_kinetic_energy(), atoms.get_temperature(),
+              pressure)
