@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["check", "md", "relax", "traj"]
+COMMANDS = ["check", "train", "eval", "convert", "md", "relax", "traj"]
 
 
 def build_parser() -> argparse.ArgumentParser:

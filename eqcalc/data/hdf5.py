@@ -32,7 +32,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .structures import LabelledStructure
+from .labelled import LabelledStructure
 
 FORMAT = "eqcalc-structures"
 FORMAT_VERSION = 1

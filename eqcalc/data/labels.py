@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .graph import AtomicGraph, batch_graphs
-from .structures import LabelledStructure
+from .labelled import LabelledStructure
 
 
 @dataclass

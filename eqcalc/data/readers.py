@@ -19,7 +19,7 @@ import numpy as np
 from ase import Atoms
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from .structures import DEFAULT_CONFIG_TYPE, LabelledStructure
+from .labelled import DEFAULT_CONFIG_TYPE, LabelledStructure
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 ASE_DB_SUFFIXES = (".db",)

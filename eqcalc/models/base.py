@@ -78,7 +78,7 @@ class AtomisticModel(nn.Module):
         table = torch.full((MAX_ATOMIC_NUMBER + 1,), -1, dtype=torch.int64)
         table[torch.tensor(species)] = torch.arange(len(species))
         self.register_buffer("species_table", table, persistent=False)
-        shifts = torch.zeros(len(species)) if atomic_energies is None else torch.as_tensor(atomic_energies)
+        shifts = torch.zeros(len(species)) if atomic_energies is None else torch.as_tensor(atomic_energies, dtype=torch.float64)
         if shifts.shape != (len(species),):
             raise ValueError(f"atomic_energies needs one value per species ({len(species)}), got {shifts.shape[0]}.")
         self.element_energies = ElementEnergies(shifts)

@@ -116,6 +116,7 @@ class TrainConfig:
             ("ema_decay", self.ema_decay is None or 0 < self.ema_decay < 1, "in (0, 1)"),
             ("plateau_factor", 0 < self.plateau_factor < 1, "in (0, 1)"),
             ("huber_delta", self.huber_delta > 0, "> 0"),
+            ("early_stopping_patience", self.early_stopping_patience is None or self.early_stopping_patience >= 1, "≥ 1"),
             ("model.cutoff", self.model.cutoff > 0, "> 0"),
         ]
         for name, ok, wanted in rules:
@@ -201,7 +202,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if not isinstance(values, dict):
         raise ValueError(f"{source}: expected a mapping of options at the top level.")
     overrides = dict(overrides or {})
-    model_overrides = overrides.pop("model", {})
+    model_overrides = dict(overrides.pop("model", {}))
     values.update(overrides)
     if model_overrides:
         model = values.get("model") or {}
@@ -216,9 +217,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 # ---------------------------------------------------------------- command line
 
-MODEL_FLAGS = {"model": "family", "cutoff": "cutoff", "hyper": "hyper"}
-
-
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per option (``--max-epochs``), plus ``--model``, ``--cutoff``, ``--hyper`` for the model section."""
     parser.add_argument("config", nargs="?", help="YAML config file (flags override its values)")
@@ -231,7 +229,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         if hints[f.name] is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
-            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar="VALUE", help=help_text)
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=help_text)
     parser.add_argument("--model", dest="model_family", default=argparse.SUPPRESS, metavar="FAMILY", help="model family")
     parser.add_argument("--cutoff", dest="model_cutoff", default=argparse.SUPPRESS, metavar="Å", help="cutoff radius, Å")
     parser.add_argument(
@@ -240,13 +238,19 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+NULL_WORDS = ("null", "none", "~")
+
+
 def _parse_flag(text: str, hint: Any) -> Any:
-    """A flag's text as the option's type: strings stay strings, everything else is read as YAML."""
-    if hint is str or (typing.get_origin(hint) in (Union, types.UnionType) and str in typing.get_args(hint)
-                       and text.lower() not in ("null", "none", "~") and not text.lstrip().startswith("{")):
+    """A flag's text as the option's type. Where the option takes text (paths, names) it stays
+    text, except null words and YAML mappings ('{H: -13.6}'); anything else is read as YAML."""
+    takes_text = hint is str or (typing.get_origin(hint) in (Union, types.UnionType) and str in typing.get_args(hint))
+    if takes_text and hint is not str and (text.lower() in NULL_WORDS or text.lstrip().startswith("{")):
+        takes_text = False
+    if takes_text:
         return text
     value = yaml.safe_load(text)
-    return None if isinstance(value, str) and value.lower() == "none" else value
+    return None if isinstance(value, str) and value.lower() in NULL_WORDS else value
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

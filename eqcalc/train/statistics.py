@@ -20,7 +20,7 @@ import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
 from ..data.dataset import GraphDataset
-from ..data.structures import LabelledStructure
+from ..data.labelled import LabelledStructure
 
 ATOMIC_ENERGY_MODES = ("auto", "isolated", "least_squares")
 

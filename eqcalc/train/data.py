@@ -1,0 +1,66 @@
+"""Training, validation and test sets from a :class:`TrainConfig`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase.data import chemical_symbols
+
+from ..data.dataset import GraphDataset
+from ..data.readers import LabelKeys, read_structures
+from ..data.splits import random_split
+from ..data.labelled import LabelledStructure
+from .config import TrainConfig
+
+
+@dataclass
+class TrainingData:
+    """Graphs of the three sets (``test`` may be None, ``valid`` empty) and the model's species."""
+
+    train: GraphDataset
+    valid: GraphDataset
+    test: GraphDataset | None
+    species: list[int]
+
+
+def _elements(structures: list[LabelledStructure]) -> set[int]:
+    return set(np.unique(np.concatenate([s.numbers for s in structures])).tolist()) if structures else set()
+
+
+def check_weighted_labels(structures: list[LabelledStructure], config: TrainConfig) -> None:
+    """Raise if a loss term has a weight but no training structure has that label."""
+    for quantity in ("energy", "forces"):
+        weight = getattr(config, f"{quantity}_weight")
+        if weight > 0 and all(getattr(s, quantity) is None for s in structures):
+            raise ValueError(
+                f"No training structure has {quantity} labels but {quantity}_weight is {weight}. Name the label "
+                f"with --{quantity}-key, or set --{quantity}-weight 0 to train without it."
+            )
+
+
+def load_training_data(config: TrainConfig) -> TrainingData:
+    """Read the files, hold out a seeded validation part when no validation file is given, build graphs."""
+    keys = LabelKeys(config.energy_key, config.forces_key, config.stress_key)
+    train = read_structures(config.train, keys)
+    if config.valid is not None:
+        valid = read_structures(config.valid, keys)
+    else:
+        train, valid = random_split(train, fraction=config.valid_fraction, count=config.valid_count, seed=config.seed)
+    test = read_structures(config.test, keys) if config.test is not None else None
+    check_weighted_labels(train, config)
+    species = sorted(_elements(train))
+    for name, structures in (("validation", valid), ("test", test or [])):
+        extra = sorted(_elements(structures) - set(species))
+        if extra:
+            raise ValueError(
+                f"The {name} data contain {[chemical_symbols[z] for z in extra]}, which the training data lack; "
+                "the model could not learn them. Add such structures to the training set."
+            )
+    cutoff = config.model.cutoff
+    return TrainingData(
+        train=GraphDataset(train, cutoff, f"training data ({config.train})"),
+        valid=GraphDataset(valid, cutoff, f"validation data ({config.valid or config.train})"),
+        test=GraphDataset(test, cutoff, f"test data ({config.test})") if test is not None else None,
+        species=species,
+    )

@@ -1,0 +1,99 @@
+"""Predictions of a model on a data set and their errors, overall and per config_type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..data.dataset import GraphDataset
+from ..data.labels import Labels, collate
+from ..models.base import AtomisticModel
+from ..properties import compute_properties
+from .metrics import ErrorAccumulator
+
+
+@dataclass
+class Prediction:
+    """A model's prediction for one structure: energy eV, forces (N, 3) eV/Å, stress (3, 3) eV/Å³ or None."""
+
+    energy: float
+    forces: np.ndarray
+    stress: np.ndarray | None
+
+
+def wants_stress(labels: Labels) -> bool:
+    return bool(labels.has_stress.any())
+
+
+def predict(
+    model: AtomisticModel, dataset: GraphDataset, *, batch_size: int = 16, device: str | torch.device = "cpu"
+) -> list[Prediction]:
+    """Per-structure predictions (in dataset order); stress only for batches with stress labels or a cell."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    predictions = []
+    for graph, labels in loader:
+        graph = graph.to(device)
+        stress = wants_stress(labels) or bool((torch.linalg.det(graph.cell).abs() > 0).any())
+        out = {k: v.detach().cpu().numpy() for k, v in compute_properties(model, graph, stress=stress).items()}
+        atom_offsets = np.concatenate([[0], np.cumsum(labels.num_atoms.numpy())])
+        for k in range(graph.num_graphs):
+            atoms = slice(atom_offsets[k], atom_offsets[k + 1])
+            has_cell = stress and abs(np.linalg.det(graph.cell[k].cpu().numpy())) > 0
+            predictions.append(
+                Prediction(float(out["energy"][k]), out["forces"][atoms], out["stress"][k] if has_cell else None)
+            )
+    return predictions
+
+
+def _as_batch(prediction: Prediction) -> dict[str, torch.Tensor]:
+    result = {"energy": torch.tensor([prediction.energy]), "forces": torch.as_tensor(prediction.forces)}
+    if prediction.stress is not None:
+        result["stress"] = torch.as_tensor(prediction.stress)[None]
+    return result
+
+
+def grouped_errors(dataset: GraphDataset, predictions: list[Prediction]) -> dict[str, dict[str, float]]:
+    """{"all": summary, config_type: summary, …}: MAE/RMSE per group (see ErrorAccumulator.summary)
+    plus "structures", the number of structures in the group."""
+    groups: dict[str, ErrorAccumulator] = {"all": ErrorAccumulator()}
+    sizes: dict[str, int] = {"all": 0}
+    for structure, labels, prediction in zip(dataset.structures, dataset.labels, predictions):
+        batch = _as_batch(prediction)
+        for name in ("all", structure.config_type):
+            groups.setdefault(name, ErrorAccumulator()).update(batch, labels)
+            sizes[name] = sizes.get(name, 0) + 1
+    if len(groups) == 2:  # a single config_type would repeat "all"
+        groups = {"all": groups["all"]}
+    return {name: {"structures": sizes[name], **acc.summary()} for name, acc in groups.items()}
+
+
+TABLE_COLUMNS = [
+    ("structures", "N", "{:d}"),
+    ("e_mae", "E MAE", "{:.3f}"),
+    ("e_rmse", "E RMSE", "{:.3f}"),
+    ("f_mae", "F MAE", "{:.2f}"),
+    ("f_rmse", "F RMSE", "{:.2f}"),
+    ("s_mae", "σ MAE", "{:.4f}"),
+    ("s_rmse", "σ RMSE", "{:.4f}"),
+]
+
+
+def format_error_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Text table of {file: grouped_errors(...)}; E in meV/atom, F in meV/Å, σ in GPa; '-' = no labels."""
+    rows = [["data / config_type"] + [title for _, title, _ in TABLE_COLUMNS]]
+    for file, groups in results.items():
+        for group, summary in groups.items():
+            name = file if group == "all" else f"  {group}"
+            cells = []
+            for key, _title, fmt in TABLE_COLUMNS:
+                value = summary[key]
+                cells.append("-" if isinstance(value, float) and np.isnan(value) else fmt.format(value))
+            rows.append([name] + cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append("units: E meV/atom, F meV/Å (per component), σ GPa (per component)")
+    return "\n".join(lines)

@@ -1,0 +1,405 @@
+"""The training loop: AdamW on a weighted energy/force/stress loss, EMA, schedules, checkpoints.
+
+Output folder:
+    checkpoint.pt   after every epoch (atomic): continue with --resume, exactly
+    best_model.pt   model file of the best validation loss (EMA weights), for eqcalc.load_model
+    metrics.csv     one row per epoch
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm import tqdm
+
+from ..data.graph import AtomicGraph
+from ..data.labels import Labels, collate
+from ..models.base import AtomisticModel
+from ..models.io import load_model, model_payload, resolve_dtype, save_model
+from ..models.registry import MODEL_FAMILIES, build_model
+from ..properties import compute_properties
+from .checkpoint import capture_rng_state, load_checkpoint, model_from_payload, restore_rng_state, save_checkpoint
+from .config import TrainConfig
+from .data import TrainingData, load_training_data
+from .distributed import DistributedContext, init_distributed
+from .ema import ExponentialMovingAverage
+from .evaluate import format_error_table, grouped_errors, predict
+from .loss import WeightedLoss, label_counts
+from .metrics import ErrorAccumulator
+from .schedule import LearningRateSchedule
+from .statistics import compute_statistics
+
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_MODEL_NAME = "best_model.pt"
+METRICS_NAME = "metrics.csv"
+METRICS_COLUMNS = [
+    "epoch", "lr", "train_loss", "valid_loss",
+    "valid_e_mae_meV_atom", "valid_e_rmse_meV_atom", "valid_f_mae_meV_A", "valid_f_rmse_meV_A",
+    "valid_s_mae_GPa", "valid_s_rmse_GPa", "seconds",
+]
+# Options that may change between a run and its resumption; any other difference is an error.
+RESUMABLE_CHANGES = {"max_epochs", "resume", "progress", "device", "tensorboard", "early_stopping_patience", "output", "test"}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_family_model(config: TrainConfig, model_kwargs: dict) -> AtomisticModel:
+    """``build_model`` with the config's family, cutoff and hyper; unknown hyper keys named in the error."""
+    family = config.model.family
+    if family not in MODEL_FAMILIES:
+        raise ValueError(f"model.family: unknown family {family!r}; available: {sorted(MODEL_FAMILIES)}.")
+    reserved = set(model_kwargs) | {"cutoff"}
+    clash = sorted(reserved & set(config.model.hyper))
+    if clash:
+        raise ValueError(f"model.hyper: {clash} are set from the data or model.cutoff; remove them from hyper.")
+    try:
+        return build_model(family, cutoff=config.model.cutoff, **model_kwargs, **config.model.hyper)
+    except TypeError as err:
+        raise ValueError(f"model.hyper: {err}. Check the {family} hyper-parameter names.") from err
+
+
+class Trainer:
+    """Everything one training run needs; ``fit()`` runs it.
+
+    Args:
+        config: the options.
+        context: process placement (default: from the torchrun environment, or a single process).
+        data: pre-loaded data sets (default: read the files named in ``config``).
+        log: where messages go (rank 0 only).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        context: DistributedContext | None = None,
+        data: TrainingData | None = None,
+        log=print,
+    ):
+        self.config = config
+        self.context = context or init_distributed(config.device)
+        self.device = self.context.device
+        self.output = Path(config.output)
+        self._log = log
+        self.data = data or load_training_data(config)
+        self.log(
+            f"Data: {len(self.data.train)} training, {len(self.data.valid)} validation"
+            + (f", {len(self.data.test)} test" if self.data.test is not None else "")
+            + " structures."
+        )
+        seed_everything(config.seed)
+        checkpoint = self._checkpoint_to_resume()
+        if checkpoint is None:
+            statistics = compute_statistics(
+                self.data.train,
+                self.data.species,
+                atomic_energies=config.atomic_energies,
+                energy_scale=config.energy_scale,
+                avg_num_neighbors=config.avg_num_neighbors,
+            )
+            self.log(statistics.summary())
+            model = build_family_model(config, statistics.model_kwargs())
+        else:
+            model = model_from_payload(checkpoint["model"])
+        self.model = model.to(device=self.device, dtype=resolve_dtype(config.dtype))
+        self.context.broadcast_parameters(self.model)
+        self.loss_fn = WeightedLoss(
+            config.energy_weight, config.forces_weight, config.stress_weight, config.loss, config.huber_delta
+        )
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad
+        )
+        self.schedule = LearningRateSchedule(
+            config.lr,
+            config.scheduler,
+            max_epochs=config.max_epochs,
+            warmup_epochs=config.warmup_epochs,
+            min_lr=config.min_lr,
+            factor=config.plateau_factor,
+            patience=config.plateau_patience,
+        )
+        self.ema = ExponentialMovingAverage(self.model, config.ema_decay) if config.ema_decay else None
+        self.epoch = 0
+        self.best_valid_loss = math.inf
+        self.epochs_without_improvement = 0
+        if checkpoint is not None:
+            self._load_state(checkpoint)
+        self.train_sampler = DistributedSampler(
+            self.data.train,
+            num_replicas=self.context.world_size,
+            rank=self.context.rank,
+            shuffle=True,
+            seed=config.seed,
+        )
+        self.train_loader = DataLoader(
+            self.data.train, batch_size=config.batch_size, sampler=self.train_sampler, collate_fn=collate
+        )
+        shard = range(self.context.rank, len(self.data.valid), self.context.world_size)
+        self.valid_loader = DataLoader(
+            Subset(self.data.valid, list(shard)),
+            batch_size=config.valid_batch_size or config.batch_size,
+            shuffle=False,
+            collate_fn=collate,
+        )
+        self.tensorboard = self._tensorboard_writer() if config.tensorboard and self.context.is_main else None
+
+    # ------------------------------------------------------------ set-up helpers
+
+    def log(self, message: str) -> None:
+        if self.context.is_main:
+            self._log(message)
+
+    def _checkpoint_to_resume(self) -> dict | None:
+        path = self.output / CHECKPOINT_NAME
+        if not self.config.resume:
+            if path.exists():
+                raise ValueError(
+                    f"{str(path)!r} exists: this output folder holds a run. Continue it with --resume, "
+                    "or choose another --output."
+                )
+            return None
+        checkpoint = load_checkpoint(path)
+        saved, current = checkpoint["config"], self.config.to_dict()
+        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+        if changed:
+            details = "; ".join(f"{k}: {saved.get(k)!r} → {current[k]!r}" for k in changed)
+            raise ValueError(
+                f"Cannot resume {str(path)!r} with different options ({details}). Use the original options, "
+                "or start a new run in another --output."
+            )
+        self.log(f"Resuming from {path} after epoch {checkpoint['epoch']}.")
+        return checkpoint
+
+    def _load_state(self, checkpoint: dict) -> None:
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.schedule.load_state_dict(checkpoint["schedule"])
+        if self.ema is not None:
+            self.ema.load_state_dict(checkpoint["ema"])
+        self.epoch = int(checkpoint["epoch"])
+        self.best_valid_loss = float(checkpoint["best_valid_loss"])
+        self.epochs_without_improvement = int(checkpoint["epochs_without_improvement"])
+        restore_rng_state(checkpoint["rng"])
+
+    def _tensorboard_writer(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ValueError("tensorboard: the tensorboard package is not installed (pip install tensorboard).") from err
+        return SummaryWriter(str(self.output / "tensorboard"))
+
+    # ------------------------------------------------------------ steps
+
+    def compute_gradients(self, graph: AtomicGraph, labels: Labels) -> torch.Tensor:
+        """Loss of one (per-process) batch and its gradient, averaged over processes.
+
+        The loss is normalised by the label counts of the whole distributed batch, so the
+        averaged gradient equals that of one process holding all of it. Returns this
+        process's share of the loss (detached).
+        """
+        graph, labels = graph.to(self.device), labels.to(self.device)
+        counts = self.context.all_reduce_sum(label_counts(labels))
+        stress = self.config.stress_weight > 0 and bool(labels.has_stress.any())
+        self.optimizer.zero_grad(set_to_none=True)
+        predicted = compute_properties(
+            self.model, graph, forces=self.config.forces_weight > 0, stress=stress, training=True
+        )
+        loss = self.loss_fn(predicted, labels, counts, scale=self.context.world_size)
+        loss.backward()
+        self.context.average_gradients(self.model)
+        return loss.detach()
+
+    def train_step(self, graph: AtomicGraph, labels: Labels) -> torch.Tensor:
+        """One optimiser step (gradients, clipping, AdamW, EMA); returns this process's loss share."""
+        loss = self.compute_gradients(graph, labels)
+        if self.config.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return loss
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over the (shuffled) training set; returns the mean batch loss."""
+        self.model.train()
+        self.train_sampler.set_epoch(epoch)
+        bar = tqdm(
+            self.train_loader,
+            desc=f"epoch {epoch + 1}/{self.config.max_epochs}",
+            disable=not (self.config.progress and self.context.is_main),
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        total = torch.zeros(2, dtype=torch.float64)
+        for graph, labels in bar:
+            loss = float(self.train_step(graph, labels))
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"The training loss became {loss} in epoch {epoch + 1}: training diverged. Lower --lr, "
+                    "enable --clip-grad-norm, or check the data for outliers."
+                )
+            total += torch.tensor([loss / self.context.world_size, 1.0], dtype=torch.float64)
+            bar.set_postfix(loss=f"{total[0] * self.context.world_size / total[1]:.4g}")
+        total = self.context.all_reduce_sum(total)
+        return float(total[0] / (total[1] / self.context.world_size))
+
+    def validate(self) -> tuple[float, dict[str, float]]:
+        """(loss, error summary) of the validation set with the averaged (EMA) weights."""
+        self.model.eval()
+        sums = torch.zeros(3, dtype=torch.float64)
+        counts = torch.zeros(3, dtype=torch.float64)
+        errors = ErrorAccumulator()
+        for graph, labels in self.valid_loader:
+            graph, labels = graph.to(self.device), labels.to(self.device)
+            predicted = compute_properties(self.model, graph, forces=True, stress=bool(labels.has_stress.any()))
+            predicted = {k: v.detach() for k, v in predicted.items()}
+            sums += self.loss_fn.term_sums(predicted, labels).cpu()
+            counts += label_counts(labels).cpu()
+            errors.update(predicted, labels)
+        sums = self.context.all_reduce_sum(sums)
+        counts = self.context.all_reduce_sum(counts)
+        errors.merge_tensor(self.context.all_reduce_sum(errors.as_tensor()))
+        return float(self.loss_fn.combine(sums, counts)), errors.summary()
+
+    def averaged_model(self):
+        """Context in which ``self.model`` holds the EMA weights (or nothing changes without EMA)."""
+        return nullcontext(self.model) if self.ema is None else self.ema.applied(self.model)
+
+    # ------------------------------------------------------------ loop
+
+    def fit(self) -> dict:
+        """Train until max_epochs or early stopping; returns a summary of the run."""
+        config = self.config
+        if self.context.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            self._trim_metrics()
+        patience = config.early_stopping_patience
+        for epoch in range(self.epoch, config.max_epochs):
+            if patience is not None and self.epochs_without_improvement >= patience:
+                break
+            start = time.perf_counter()
+            lr = self.schedule.lr(epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            train_loss = self.train_epoch(epoch)
+            with self.averaged_model():
+                if len(self.data.valid):
+                    valid_loss, errors = self.validate()
+                else:
+                    valid_loss, errors = train_loss, ErrorAccumulator().summary()
+                improved = valid_loss < self.best_valid_loss
+                if improved and self.context.is_main:
+                    save_model(self.model, self.output / BEST_MODEL_NAME)
+            self.schedule.step(epoch, valid_loss)
+            if improved:
+                self.best_valid_loss, self.epochs_without_improvement = valid_loss, 0
+            else:
+                self.epochs_without_improvement += 1
+            self.epoch = epoch + 1
+            row = self._metrics_row(lr, train_loss, valid_loss, errors, time.perf_counter() - start)
+            if self.context.is_main:
+                self._write_metrics(row)
+                save_checkpoint(self.output / CHECKPOINT_NAME, self.checkpoint())
+                self.log(self._epoch_line(row, improved))
+            self.context.barrier()
+        if patience is not None and self.epochs_without_improvement >= patience:
+            self.log(f"Stopped early: no improvement for {patience} epochs.")
+        self.log(f"Best validation loss {self.best_valid_loss:.6g}; model in {self.output / BEST_MODEL_NAME}.")
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        test_errors = self._evaluate_test() if self.data.test is not None and self.context.is_main else None
+        return {"epochs": self.epoch, "best_valid_loss": self.best_valid_loss, "test": test_errors}
+
+    def checkpoint(self) -> dict:
+        """The state after ``self.epoch`` completed epochs (see eqcalc.train.checkpoint)."""
+        return {
+            "epoch": self.epoch,
+            "model": model_payload(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": capture_rng_state(),
+            "best_valid_loss": self.best_valid_loss,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "config": self.config.to_dict(),
+        }
+
+    # ------------------------------------------------------------ outputs
+
+    def _metrics_row(self, lr: float, train_loss: float, valid_loss: float, errors: dict, seconds: float) -> dict:
+        return {
+            "epoch": self.epoch,
+            "lr": lr,
+            "train_loss": train_loss,
+            "valid_loss": valid_loss,
+            "valid_e_mae_meV_atom": errors["e_mae"],
+            "valid_e_rmse_meV_atom": errors["e_rmse"],
+            "valid_f_mae_meV_A": errors["f_mae"],
+            "valid_f_rmse_meV_A": errors["f_rmse"],
+            "valid_s_mae_GPa": errors["s_mae"],
+            "valid_s_rmse_GPa": errors["s_rmse"],
+            "seconds": round(seconds, 3),
+        }
+
+    @staticmethod
+    def _epoch_line(row: dict, improved: bool) -> str:
+        """One log line per epoch: losses and the validation MAEs that have labels; * marks a new best."""
+        line = f"epoch {row['epoch']:>4}  lr {row['lr']:.3g}  train {row['train_loss']:.5g}  valid {row['valid_loss']:.5g}"
+        for key, name, unit, digits in (
+            ("valid_e_mae_meV_atom", "E", "meV/atom", 3),
+            ("valid_f_mae_meV_A", "F", "meV/Å", 2),
+            ("valid_s_mae_GPa", "σ", "GPa", 4),
+        ):
+            if not math.isnan(row[key]):
+                line += f"  {name} {row[key]:.{digits}f} {unit}"
+        return line + ("  *" if improved else "")
+
+    def _write_metrics(self, row: dict) -> None:
+        path = self.output / METRICS_NAME
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRICS_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key != "epoch" and not (isinstance(value, float) and math.isnan(value)):
+                    self.tensorboard.add_scalar(key, value, row["epoch"])
+
+    def _trim_metrics(self) -> None:
+        """Drop metric rows of epochs after the checkpoint (written before a crash, to be redone)."""
+        path = self.output / METRICS_NAME
+        if not path.exists():
+            return
+        with path.open(newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) <= self.epoch]
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRICS_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def _evaluate_test(self) -> dict:
+        model = load_model(self.output / BEST_MODEL_NAME, device=self.device)
+        batch_size = self.config.valid_batch_size or self.config.batch_size
+        predictions = predict(model, self.data.test, batch_size=batch_size, device=self.device)
+        errors = grouped_errors(self.data.test, predictions)
+        self.log("Test set (best model):\n" + format_error_table({self.config.test: errors}))
+        return errors
+
+
+def train(config: TrainConfig) -> dict:
+    """Run a training described by ``config`` (one process, or this process's part under torchrun)."""
+    return Trainer(config).fit()

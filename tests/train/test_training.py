@@ -1,0 +1,142 @@
+"""End to end: train a tiny SchNet, checkpoint, resume exactly, evaluate, deploy in the calculator."""
+
+import csv
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+
+from eqcalc import EquivariantCalculator, load_model
+from eqcalc.cli import main
+from eqcalc.data.dataset import GraphDataset
+from eqcalc.data.readers import read_structures
+from eqcalc.data.splits import random_split
+from eqcalc.train.config import load_config
+from eqcalc.train.statistics import compute_statistics
+from eqcalc.train.trainer import Trainer, train
+
+TINY = {"family": "schnet", "cutoff": 3.0, "hyper": {"num_features": 8, "num_interactions": 1, "num_basis": 8}}
+
+
+@pytest.fixture
+def small_train_file(tmp_path, ethanol_file):
+    path = tmp_path / "train.extxyz"
+    ase.io.write(path, ase.io.read(ethanol_file, ":24"))
+    return path
+
+
+def config(train_file, output, **options):
+    values = {
+        "train": str(train_file), "valid_count": 4, "batch_size": 4, "output": str(output), "progress": False,
+        "model": TINY, "seed": 3, "lr": 5e-3, "warmup_epochs": 1, "scheduler": "plateau",
+        "plateau_patience": 0, "plateau_factor": 0.5, "ema_decay": 0.9, "device": "cpu", **options,
+    }
+    return load_config(overrides=values)
+
+
+def metrics(output):
+    with open(output / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_resume_continues_exactly(tmp_path, small_train_file):
+    log = []
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    Trainer(config(small_train_file, straight, max_epochs=3), log=log.append).fit()
+    Trainer(config(small_train_file, split, max_epochs=2), log=log.append).fit()
+    Trainer(config(small_train_file, split, max_epochs=3, resume=True), log=log.append).fit()
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)
+    b = torch.load(split / "checkpoint.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    for name, value in a["model"]["state_dict"].items():
+        torch.testing.assert_close(b["model"]["state_dict"][name], value, rtol=1e-12, atol=1e-14)
+    for name, value in a["ema"]["shadow"].items():
+        torch.testing.assert_close(b["ema"]["shadow"][name], value, rtol=1e-12, atol=1e-14)
+    for k, state in a["optimizer"]["state"].items():
+        torch.testing.assert_close(b["optimizer"]["state"][k]["exp_avg_sq"], state["exp_avg_sq"], rtol=1e-12, atol=0)
+    assert a["schedule"] == b["schedule"]
+    rows_a, rows_b = metrics(straight), metrics(split)
+    assert [r["epoch"] for r in rows_b] == ["1", "2", "3"]
+    for ra, rb in zip(rows_a, rows_b):
+        for key in ("lr", "train_loss", "valid_loss", "valid_f_mae_meV_A"):
+            assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-10)
+    assert float(rows_a[2]["lr"]) < float(rows_a[1]["lr"]) or float(rows_a[2]["valid_loss"]) < float(rows_a[1]["valid_loss"])
+
+
+def test_existing_run_is_not_overwritten_and_resume_checks_options(tmp_path, small_train_file):
+    output = tmp_path / "run"
+    train(config(small_train_file, output, max_epochs=1))
+    with pytest.raises(ValueError, match="--resume"):
+        Trainer(config(small_train_file, output, max_epochs=2))
+    with pytest.raises(ValueError, match=r"lr: 0\.005 → 0\.001"):
+        Trainer(config(small_train_file, output, max_epochs=2, resume=True, lr=1e-3))
+    with pytest.raises(FileNotFoundError, match="No checkpoint"):
+        Trainer(config(small_train_file, tmp_path / "empty", resume=True))
+
+
+def test_best_model_deploys_with_the_training_time_predictions(tmp_path, small_train_file, capsys):
+    output = tmp_path / "run"
+    assert main(["train", "--train", str(small_train_file), "--model", "schnet", "--max-epochs", "2",
+                 "--output", str(output), "--cutoff", "3", "--hyper", "{num_features: 8, num_interactions: 1}",
+                 "--valid-count", "4", "--seed", "3", "--no-progress", "--lr", "5e-3"]) == 0
+    rows = metrics(output)
+    best = min(rows, key=lambda r: float(r["valid_loss"]))
+    _, valid = random_split(read_structures(small_train_file), count=4, seed=3)
+    calc = EquivariantCalculator(output / "best_model.pt")
+    errors = []
+    for s in valid:
+        atoms = s.to_atoms()
+        atoms.calc = calc
+        errors.append(abs(atoms.get_potential_energy() - s.energy) / s.num_atoms)
+    assert 1000 * np.mean(errors) == pytest.approx(float(best["valid_e_mae_meV_atom"]), rel=1e-9)
+    model = load_model(output / "best_model.pt")  # the training-set statistics travel in the model file
+    train_part, _ = random_split(read_structures(small_train_file), count=4, seed=3)
+    stats = compute_statistics(GraphDataset(train_part, 3.0), [1, 6, 8])
+    assert model.energy_scale.item() == pytest.approx(stats.energy_scale, rel=1e-7)  # buffer created in float32
+    assert model.config()["avg_num_neighbors"] == pytest.approx(stats.avg_num_neighbors, rel=1e-12)
+    np.testing.assert_allclose(model.element_energies.values.numpy(), stats.atomic_energies, rtol=1e-12)
+    capsys.readouterr()
+    predictions = tmp_path / "pred.extxyz"
+    assert main(["eval", str(output / "best_model.pt"), str(small_train_file), "--plots", str(tmp_path / "plots"),
+                 "--predictions", str(predictions)]) == 0
+    table = capsys.readouterr().out
+    assert "E MAE" in table and str(small_train_file) in table
+    assert (tmp_path / "plots" / "train_parity.png").stat().st_size > 1000
+    frames = ase.io.read(predictions, ":")
+    atoms = frames[5].copy()
+    atoms.calc = calc
+    assert frames[5].info["eqcalc_energy"] == pytest.approx(atoms.get_potential_energy(), rel=1e-12)
+    assert frames[5].get_potential_energy() == read_structures(small_train_file)[5].energy
+
+
+def test_periodic_stress_training_in_float32(tmp_path, silicon_file):
+    output = tmp_path / "si"
+    summary = train(config(silicon_file, output, max_epochs=1, valid_count=3, dtype="float32", stress_weight=10.0,
+                           test=str(silicon_file), batch_size=5))
+    assert load_model(output / "best_model.pt").dtype == torch.float32
+    row = metrics(output)[0]
+    assert np.isfinite(float(row["valid_s_mae_GPa"])) and np.isfinite(float(row["valid_f_mae_meV_A"]))
+    assert set(summary["test"]) == {"all", "Vacancy", "Surface", "AIMD-NVT", "Elastic"}
+    assert summary["test"]["all"]["structures"] == 13
+
+
+def test_missing_weighted_labels_are_an_error(tmp_path, silicon_file):
+    frames = ase.io.read(silicon_file, ":4")
+    for atoms in frames:
+        atoms.calc.results.pop("forces")
+    path = tmp_path / "no_forces.extxyz"
+    ase.io.write(path, frames)
+    with pytest.raises(ValueError, match="No training structure has forces.*--forces-weight 0"):
+        Trainer(config(path, tmp_path / "out", valid_count=1))
+
+
+def test_tensorboard_option(tmp_path, small_train_file):
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="pip install tensorboard"):
+            Trainer(config(small_train_file, tmp_path / "tb", tensorboard=True, max_epochs=1))
+        return
+    Trainer(config(small_train_file, tmp_path / "tb", tensorboard=True, max_epochs=1)).fit()
+    assert any((tmp_path / "tb" / "tensorboard").iterdir())
