@@ -1,5 +1,6 @@
 # Two commands set everything up on a fresh machine:
-#   make demo   create .venv if missing, install eqcalc, run the main job
+#   make demo   create .venv if missing, install eqcalc, run the main job (a short NVT run of the
+#               bundled ethanol model: eqcalc md with no arguments, writes md_run/)
 #   make test   create .venv if missing, install eqcalc[test], run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +19,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/eqcalc demo
+	$(VENV)/bin/eqcalc md --overwrite
 
 test: install
 	$(PY) -m pytest -q

@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"eqcalc.commands.{name}")
         sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
+        sub.add_argument(
+            "--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is often fastest for "
+            "small systems and always on a busy machine)"
+        )
         sub.set_defaults(run=module.run)
     return parser
 
@@ -34,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ValueError(f"--threads must be ≥ 1, got {args.threads}.")
+            import torch
+
+            torch.set_num_threads(args.threads)
         return int(args.run(args) or 0)
     except (ValueError, FileNotFoundError) as err:
         print(f"eqcalc {args.command}: error: {err}", file=sys.stderr)

@@ -44,7 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=kind, help=text)
     parser.add_argument("--device", help="torch device (default cpu)")
     parser.add_argument("--dtype", choices=["float32", "float64"], help="run the model in this precision")
-    add_threads_argument(parser)
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last frame")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -65,20 +64,6 @@ def collect_settings(args: argparse.Namespace) -> tuple[dict, dict]:
     return options, values
 
 
-def add_threads_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is often "
-                        "fastest for small systems)")
-
-
-def apply_threads(args: argparse.Namespace) -> None:
-    if args.threads is not None:
-        import torch
-
-        if args.threads < 1:
-            raise ValueError(f"--threads must be ≥ 1, got {args.threads}.")
-        torch.set_num_threads(args.threads)
-
-
 def read_structure(path) -> Atoms:
     """The structure in ``path`` (any format ase.io.read knows; the last frame of a trajectory)."""
     from pathlib import Path
@@ -95,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
     from ..md.defaults import DEFAULT_MODEL, DEFAULT_STRUCTURE, bundled_asset
 
     options, settings = collect_settings(args)
-    apply_threads(args)
     output = options.get("output", "md_run")
     device = options.get("device", "cpu")
     common = dict(output=output, progress=not args.no_progress, device=device, dtype=options.get("dtype"))

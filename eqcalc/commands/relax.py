@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .md import add_threads_argument, apply_threads, read_structure
+from .md import read_structure
 
 HELP = "relax atomic positions (and with --cell the cell) with BFGS, LBFGS or FIRE"
 
@@ -20,14 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="relax_run", help="folder for relaxed.extxyz and relax_trajectory.extxyz")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--dtype", choices=["float32", "float64"], help="run the model in this precision")
-    add_threads_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..md import relax
     from ..md.defaults import DEFAULT_MODEL, DEFAULT_STRUCTURE, bundled_asset
 
-    apply_threads(args)
     model = args.model or bundled_asset(DEFAULT_MODEL)
     atoms = read_structure(args.structure or bundled_asset(DEFAULT_STRUCTURE))
     result = relax(

@@ -9,15 +9,6 @@ from eqcalc.models.base import AtomisticModel
 from eqcalc.nn import build_cutoff, scatter_sum
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest single-threaded (and the test machine is shared)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture
 def cu_model():
     """An untrained float64 SchNet for Cu. With this seed its fcc energy has a minimum near
