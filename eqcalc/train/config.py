@@ -76,6 +76,7 @@ class TrainConfig:
     clip_grad_norm: Union[float, None] = _option(10.0, "clip the gradient norm to this (null: no clipping)")
     ema_decay: Union[float, None] = _option(0.99, "exponential moving average of weights (null: off)")
     early_stopping_patience: Union[int, None] = _option(50, "stop after this many epochs without improvement")
+    max_time: Union[float, None] = _option(None, "minutes of training in this call; stops after the epoch that passes it (null: no limit)")
     # run
     seed: int = _option(0, "seed of initial weights, data split and shuffling")
     device: str = _option("auto", "cpu, cuda, cuda:1 … or auto")
@@ -117,6 +118,7 @@ class TrainConfig:
             ("plateau_factor", 0 < self.plateau_factor < 1, "in (0, 1)"),
             ("huber_delta", self.huber_delta > 0, "> 0"),
             ("early_stopping_patience", self.early_stopping_patience is None or self.early_stopping_patience >= 1, "≥ 1"),
+            ("max_time", self.max_time is None or self.max_time > 0, "> 0"),
             ("model.cutoff", self.model.cutoff > 0, "> 0"),
         ]
         for name, ok, wanted in rules:

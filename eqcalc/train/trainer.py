@@ -47,7 +47,7 @@ METRICS_COLUMNS = [
     "valid_s_mae_GPa", "valid_s_rmse_GPa", "seconds",
 ]
 # Options that may change between a run and its resumption; any other difference is an error.
-RESUMABLE_CHANGES = {"max_epochs", "resume", "progress", "device", "tensorboard", "early_stopping_patience", "output", "test"}
+RESUMABLE_CHANGES = {"max_epochs", "max_time", "resume", "progress", "device", "tensorboard", "early_stopping_patience", "output", "test"}
 
 
 def seed_everything(seed: int) -> None:
@@ -286,8 +286,12 @@ class Trainer:
             self.output.mkdir(parents=True, exist_ok=True)
             self._trim_metrics()
         patience = config.early_stopping_patience
+        started = time.monotonic()
         for epoch in range(self.epoch, config.max_epochs):
             if patience is not None and self.epochs_without_improvement >= patience:
+                break
+            if self._out_of_time(started):
+                self.log(f"Stopped: the {config.max_time:g}-minute budget is spent after epoch {self.epoch}; --resume continues.")
                 break
             start = time.perf_counter()
             lr = self.schedule.lr(epoch)
@@ -321,6 +325,13 @@ class Trainer:
             self.tensorboard.close()
         test_errors = self._evaluate_test() if self.data.test is not None and self.context.is_main else None
         return {"epochs": self.epoch, "best_valid_loss": self.best_valid_loss, "test": test_errors}
+
+    def _out_of_time(self, started: float) -> bool:
+        """Whether this call's ``max_time`` budget is spent (decided on rank 0, shared by all ranks)."""
+        if self.config.max_time is None:
+            return False
+        spent = float(time.monotonic() - started > 60.0 * self.config.max_time) if self.context.is_main else 0.0
+        return bool(self.context.all_reduce_sum(torch.tensor([spent], dtype=torch.float64)).item() > 0)
 
     def checkpoint(self) -> dict:
         """The state after ``self.epoch`` completed epochs (see eqcalc.train.checkpoint)."""
