@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from .data.graph import structure_graph
+from .data.graph import stress_defined, structure_graph
 from .data.validation import MIN_DISTANCE, check_min_distance, check_positions, check_species
 from .data.verlet import VerletNeighbourList
 from .models.base import AtomisticModel
@@ -19,8 +19,8 @@ from .properties import compute_properties
 
 
 def has_stress(atoms) -> bool:
-    """Stress is defined for a structure with a periodic direction and a cell of non-zero volume."""
-    return bool(atoms.pbc.any()) and abs(atoms.cell.volume) > 1e-12
+    """Whether ``atoms`` has a stress (a periodic direction and a cell of non-zero volume)."""
+    return stress_defined(atoms.cell.array, atoms.pbc)
 
 
 class EquivariantCalculator(Calculator):

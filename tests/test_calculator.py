@@ -172,3 +172,18 @@ def test_unknown_family_and_bad_species():
         eqcalc.build_model("allegro", species=[1])
     with pytest.raises(ValueError, match="distinct atomic numbers"):
         eqcalc.build_model("schnet", species=[1, 1])
+
+
+def test_forces_and_stress_inside_no_grad(schnet64, triclinic_cu):
+    triclinic_cu.calc = EquivariantCalculator(schnet64)
+    with torch.no_grad():
+        forces, stress = triclinic_cu.get_forces(), triclinic_cu.get_stress()
+    direct = compute_properties(schnet64, atoms_to_graph(triclinic_cu, schnet64.cutoff), stress=True)
+    np.testing.assert_array_equal(forces, direct["forces"].detach().numpy())
+    assert np.abs(stress).max() > 0
+
+
+def test_unknown_element_is_named_by_the_model_itself(schnet64):
+    graph = atoms_to_graph(Atoms("HFe", positions=[[0, 0, 0], [1.5, 0, 0]]), schnet64.cutoff)
+    with pytest.raises(ValueError, match="contains Fe, which the model does not know"):
+        compute_properties(schnet64, graph)

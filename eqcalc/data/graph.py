@@ -12,6 +12,11 @@ from .neighbors import neighbour_list
 from .validation import check_positions
 
 
+def stress_defined(cell: np.ndarray, pbc: np.ndarray) -> bool:
+    """Stress is defined for a structure with a periodic direction and a cell of non-zero volume."""
+    return bool(np.any(pbc)) and abs(float(np.linalg.det(np.asarray(cell, dtype=np.float64)))) > 1e-12
+
+
 @dataclass
 class AtomicGraph:
     """One structure or a batch of structures as a single disconnected graph.

@@ -18,6 +18,8 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
+from ..data.validation import check_species
+
 MAX_ATOMIC_NUMBER = 118
 
 
@@ -148,6 +150,8 @@ class AtomisticModel(nn.Module):
         species is appended as an extra structure.
         """
         species = self.species_table[numbers]
+        if bool((species < 0).any()):
+            check_species(numbers.cpu().numpy(), self.species)
         num_atoms = species.shape[0]
         references = torch.arange(self.num_species, device=species.device)
         outputs = self.atomic_outputs(

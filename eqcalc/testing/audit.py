@@ -61,13 +61,13 @@ def audit_structure(model: AtomisticModel, atoms: Atoms, name: str, num_transfor
     """Run every check on one structure; ``model`` is used in its own dtype."""
     reference64 = copy.deepcopy(model).to(torch.float64)
     symmetry = physics.symmetry_errors(model, atoms, num_transforms=num_transforms)
-    energy = abs(physics.evaluate(model, atoms)["energy"])
+    energy_scale = physics.energy_tolerance_scale(model, atoms)
     force_fd = physics.force_fd_error(reference64, atoms)
     stress_fd = physics.stress_fd_error(reference64, atoms) if has_stress(atoms) else None
     nve = nve_deviation(model, atoms)
     tolerance = SYMMETRY_TOLERANCE[model.dtype]
     passed = (
-        symmetry["energy"] <= tolerance * max(1.0, energy)
+        symmetry["energy"] <= tolerance * energy_scale
         and symmetry["forces"] <= tolerance
         and force_fd <= FD_TOLERANCE
         and (stress_fd is None or stress_fd <= FD_TOLERANCE)

@@ -43,6 +43,14 @@ def model_inputs(model: AtomisticModel, atoms: Atoms) -> tuple[torch.Tensor, tor
     return model.species_table[graph.numbers], graph.edge_index, vectors.to(model.dtype)
 
 
+def energy_tolerance_scale(model: AtomisticModel, atoms: Atoms) -> float:
+    """max(1 eV, |E − Σ_i E0(Z_i)|): the size of the model's interaction energy, by which absolute
+    energy tolerances are scaled (the element reference energies are added exactly in float64)."""
+    species = model.species_table[torch.as_tensor(atoms.numbers)]
+    references = float(model.element_energies.values.cpu()[species].sum())
+    return max(1.0, abs(evaluate(model, atoms, stress=False)["energy"] - references))
+
+
 def random_orthogonal(rng: np.random.Generator, reflection: bool = False) -> np.ndarray:
     """A Haar-random rotation (det +1), or rotation times inversion (det −1) if ``reflection``."""
     q, r = np.linalg.qr(rng.standard_normal((3, 3)))
@@ -159,15 +167,22 @@ def cutoff_profile(
 
 
 def batch_errors(model: AtomisticModel, structures: Sequence[Atoms]) -> dict:
-    """Largest energy (eV) and force (eV/Å) difference between one batched pass and separate passes."""
+    """Largest energy (eV), force (eV/Å) and stress (eV/Å³, periodic structures) difference between
+    one batched pass and separate passes."""
     graphs = [atoms_to_graph(atoms, model.cutoff) for atoms in structures]
-    batched = compute_properties(model, batch_graphs(graphs), forces=True)
-    separate = [evaluate(model, atoms, stress=False) for atoms in structures]
+    batched = compute_properties(model, batch_graphs(graphs), forces=True, stress=True)
+    separate = [evaluate(model, atoms) for atoms in structures]
     energy = np.array([s["energy"] for s in separate])
     forces = np.concatenate([s["forces"] for s in separate])
+    stress = [
+        float(np.abs(batched["stress"][k].detach().numpy() - s["stress"]).max())
+        for k, s in enumerate(separate)
+        if "stress" in s
+    ]
     return {
         "energy": float(np.abs(batched["energy"].detach().numpy() - energy).max()),
         "forces": float(np.abs(batched["forces"].detach().numpy() - forces).max()),
+        "stress": max(stress, default=0.0),
     }
 
 

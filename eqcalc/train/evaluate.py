@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data.dataset import GraphDataset
+from ..data.graph import stress_defined
 from ..data.labels import Labels, collate
 from ..models.base import AtomisticModel
 from ..properties import compute_properties
@@ -35,21 +36,24 @@ def predict(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     predictions = []
     for graph, labels in loader:
+        periodic = [stress_defined(cell, pbc) for cell, pbc in zip(graph.cell.numpy(), graph.pbc.numpy())]
         graph = graph.to(device)
-        stress = wants_stress(labels) or bool((torch.linalg.det(graph.cell).abs() > 0).any())
+        stress = wants_stress(labels) or any(periodic)
         out = {k: v.detach().cpu().numpy() for k, v in compute_properties(model, graph, stress=stress).items()}
         atom_offsets = np.concatenate([[0], np.cumsum(labels.num_atoms.numpy())])
         for k in range(graph.num_graphs):
             atoms = slice(atom_offsets[k], atom_offsets[k + 1])
-            has_cell = stress and abs(np.linalg.det(graph.cell[k].cpu().numpy())) > 0
             predictions.append(
-                Prediction(float(out["energy"][k]), out["forces"][atoms], out["stress"][k] if has_cell else None)
+                Prediction(float(out["energy"][k]), out["forces"][atoms], out["stress"][k] if periodic[k] else None)
             )
     return predictions
 
 
 def _as_batch(prediction: Prediction) -> dict[str, torch.Tensor]:
-    result = {"energy": torch.tensor([prediction.energy]), "forces": torch.as_tensor(prediction.forces)}
+    result = {
+        "energy": torch.tensor([prediction.energy], dtype=torch.float64),
+        "forces": torch.as_tensor(prediction.forces),
+    }
     if prediction.stress is not None:
         result["stress"] = torch.as_tensor(prediction.stress)[None]
     return result

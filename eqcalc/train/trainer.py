@@ -290,9 +290,6 @@ class Trainer:
         for epoch in range(self.epoch, config.max_epochs):
             if patience is not None and self.epochs_without_improvement >= patience:
                 break
-            if self._out_of_time(started):
-                self.log(f"Stopped: the {config.max_time:g}-minute budget is spent after epoch {self.epoch}; --resume continues.")
-                break
             start = time.perf_counter()
             lr = self.schedule.lr(epoch)
             for group in self.optimizer.param_groups:
@@ -318,6 +315,9 @@ class Trainer:
                 save_checkpoint(self.output / CHECKPOINT_NAME, self.checkpoint())
                 self.log(self._epoch_line(row, improved))
             self.context.barrier()
+            if self.epoch < config.max_epochs and self._out_of_time(started):
+                self.log(f"Stopped: the {config.max_time:g}-minute budget is spent after epoch {self.epoch}; --resume continues.")
+                break
         if patience is not None and self.epochs_without_improvement >= patience:
             self.log(f"Stopped early: no improvement for {patience} epochs.")
         self.log(f"Best validation loss {self.best_valid_loss:.6g}; model in {self.output / BEST_MODEL_NAME}.")

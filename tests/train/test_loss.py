@@ -55,3 +55,12 @@ def test_huber_is_half_the_squared_error_well_inside_delta(model, ethanol_file, 
     mse = WeightedLoss()(predicted, labels)
     huber = WeightedLoss(kind="huber", huber_delta=1e6)(predicted, labels)
     assert float(huber.detach()) == pytest.approx(0.5 * float(mse.detach()), rel=1e-12)
+
+
+def test_evaluation_keeps_total_energies_in_float64():
+    """A 1 µeV error on a −4209.78 eV molecule must survive into the error table (float32 rounds it away)."""
+    from eqcalc.train.evaluate import Prediction, _as_batch
+
+    energy = -4209.783833887183 + 1e-6
+    batch = _as_batch(Prediction(energy, np.zeros((9, 3)), None))
+    assert batch["energy"].dtype == torch.float64 and float(batch["energy"][0]) == energy
