@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from ..atomic_io import atomic_path
 from .labelled import LabelledStructure
 
 FORMAT = "eqcalc-structures"
@@ -141,17 +141,9 @@ def write_hdf5(path: str | os.PathLike, structures: list[LabelledStructure], *, 
             _check_format(handle, path)
             _append_rows(handle, structures)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as handle:
-            _create_layout(handle)
-            _append_rows(handle, structures)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
+        _create_layout(handle)
+        _append_rows(handle, structures)
 
 
 def read_hdf5(path: str | os.PathLike) -> list[LabelledStructure]:

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from ..atomic_io import atomic_path
+
 ENSEMBLES = ("nve", "nvt", "npt")
 THERMOSTATS = ("langevin", "bussi", "nose-hoover")
 VELOCITIES = ("maxwell-boltzmann", "structure")
@@ -140,8 +142,5 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 def write_yaml(values: dict[str, Any], path: str | os.PathLike) -> None:
     """Write a mapping to ``path`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
         yaml.safe_dump(values, handle, sort_keys=False)
-    os.replace(tmp, path)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic_io import write_csv
+
 COLUMNS = ["step", "time_fs", "epot_eV", "ekin_eV", "etot_eV", "temperature_K"]
 PRESSURE_COLUMN = "pressure_GPa"
 
@@ -29,11 +31,9 @@ class ThermoLog:
         if resume_step is not None and self.path.is_file():
             with open(self.path, newline="") as handle:
                 kept = [row for row in csv.DictReader(handle) if int(row["step"]) <= resume_step]
-        self._handle = open(self.path, "w", newline="")
+        write_csv(self.path, self.columns, kept)
+        self._handle = open(self.path, "a", newline="")
         self._writer = csv.DictWriter(self._handle, fieldnames=self.columns)
-        self._writer.writeheader()
-        self._writer.writerows(kept)
-        self._handle.flush()
 
     def write(self, step: int, time: float, epot: float, ekin: float, temperature: float,
               pressure: float | None = None) -> None:
@@ -59,11 +59,9 @@ def read_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def plot_log(path: str | os.PathLike, output_dir: str | os.PathLike) -> list[Path]:
-    """Energy and temperature against time from a CSV log, as energy.png and temperature.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Energy and temperature against time from a CSV log, as energy.png and temperature.png
+    (drawn without pyplot: no display, no global backend change)."""
+    from matplotlib.figure import Figure
 
     columns = read_log(path)
     if not columns:
@@ -71,7 +69,8 @@ def plot_log(path: str | os.PathLike, output_dir: str | os.PathLike) -> list[Pat
     output_dir = Path(output_dir)
     time_ps = columns["time_fs"] / 1000.0
     paths = []
-    fig, axes = plt.subplots(2, 1, sharex=True, figsize=(6.4, 5.6))
+    fig = Figure(figsize=(6.4, 5.6))
+    axes = fig.subplots(2, 1, sharex=True)
     axes[0].plot(time_ps, columns["etot_eV"], label="total")
     axes[0].plot(time_ps, columns["epot_eV"], label="potential")
     axes[0].set_ylabel("energy (eV)")
@@ -82,13 +81,12 @@ def plot_log(path: str | os.PathLike, output_dir: str | os.PathLike) -> list[Pat
     fig.tight_layout()
     paths.append(output_dir / "energy.png")
     fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig = Figure(figsize=(6.4, 3.6))
+    ax = fig.subplots()
     ax.plot(time_ps, columns["temperature_K"])
     ax.set_xlabel("time (ps)")
     ax.set_ylabel("temperature (K)")
     fig.tight_layout()
     paths.append(output_dir / "temperature.png")
     fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
     return paths

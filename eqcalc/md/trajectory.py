@@ -29,6 +29,8 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from ..atomic_io import atomic_path
+
 FORMAT = "eqcalc-md-trajectory"
 FORMAT_VERSION = 1
 FRAME_FIELDS = ("positions", "velocities", "forces", "potential_energy", "cell", "time")
@@ -131,8 +133,7 @@ class TrajectoryWriter:
             **{f"integrator/{k}": (np.shape(v), np.asarray(v).dtype) for k, v in integrator_template.items()},
             "step": ((), np.int64),
         }
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        try:
+        with atomic_path(self.path) as tmp:
             with h5py.File(tmp, "w", libver="latest") as handle:
                 handle.attrs["format"] = FORMAT
                 handle.attrs["format_version"] = FORMAT_VERSION
@@ -149,12 +150,6 @@ class TrajectoryWriter:
                     for name, values in _per_frame_arrays(previous).items():
                         handle[name].resize(len(previous), axis=0)
                         handle[name][...] = values
-            with open(tmp, "rb+") as raw:
-                os.fsync(raw.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         self._handle = h5py.File(self.path, "r+", libver="latest")
         self._handle.swmr_mode = True
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
+from ..atomic_io import atomic_path
 from .base import AtomisticModel
 from .registry import MODEL_FAMILIES, build_model
 
@@ -44,22 +44,9 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, then rename over ``path``.
-
-    A crash mid-write leaves the old file (or none), never a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save ``obj`` to ``path`` atomically (see :func:`eqcalc.atomic_io.atomic_path`)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def model_payload(model: AtomisticModel) -> dict:

@@ -35,16 +35,14 @@ def parity_data(structures: list[LabelledStructure], predictions: list[Predictio
 def write_parity_plot(
     path: str | os.PathLike, structures: list[LabelledStructure], predictions: list[Prediction], title: str = ""
 ) -> None:
-    """One PNG with a panel per labelled quantity (Agg backend: no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """One PNG with a panel per labelled quantity (drawn without pyplot: no display, no global backend change)."""
+    from matplotlib.figure import Figure
 
     panels = parity_data(structures, predictions)
     if not panels:
         raise ValueError(f"{title or path}: no labels to plot.")
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(panels), 4.0))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, (reference, predicted)) in zip(axes[0], panels.items()):
         low, high = float(min(reference.min(), predicted.min())), float(max(reference.max(), predicted.max()))
         ax.plot([low, high], [low, high], color="0.6", lw=1)
@@ -58,4 +56,3 @@ def write_parity_plot(
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)

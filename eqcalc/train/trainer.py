@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from ..atomic_io import write_csv
 from ..data.graph import AtomicGraph
 from ..data.labels import Labels, collate
 from ..models.base import AtomisticModel
@@ -397,10 +398,7 @@ class Trainer:
             return
         with path.open(newline="") as handle:
             rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) <= self.epoch]
-        with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=METRICS_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(path, METRICS_COLUMNS, rows)
 
     def _evaluate_test(self) -> dict:
         model = load_model(self.output / BEST_MODEL_NAME, device=self.device)
