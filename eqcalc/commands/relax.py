@@ -18,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", default="BFGS", choices=["BFGS", "LBFGS", "FIRE"], help="default BFGS")
     parser.add_argument("--steps", type=int, default=500, help="most optimiser steps (default 500)")
     parser.add_argument("--output", default="relax_run", help="folder for relaxed.extxyz and relax_trajectory.extxyz")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier relaxation in --output")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--dtype", choices=["float32", "float64"], help="run the model in this precision")
 
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     atoms = read_structure(args.structure or bundled_asset(DEFAULT_STRUCTURE))
     result = relax(
         atoms, model, fmax=args.fmax, optimizer=args.optimizer, cell=args.cell, pressure=args.pressure,
-        steps=args.steps, output=args.output, logfile="-", device=args.device, dtype=args.dtype,
+        steps=args.steps, output=args.output, overwrite=args.overwrite, logfile="-", device=args.device, dtype=args.dtype,
     )
     print(f"{'Converged' if result.converged else 'NOT converged'} after {result.steps} steps")
     print(f"final energy   {result.energy:.6f} eV")

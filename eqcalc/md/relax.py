@@ -54,6 +54,7 @@ def relax(
     pressure: float = 0.0,
     steps: int = 500,
     output: str | os.PathLike | None = None,
+    overwrite: bool = False,
     logfile: str | None = None,
     device: str = "cpu",
     dtype: str | None = None,
@@ -67,6 +68,7 @@ def relax(
         pressure: external pressure for the cell relaxation, GPa.
         steps: most optimiser steps.
         output: folder for relaxed.extxyz and the optimisation trajectory (relax_trajectory.extxyz).
+        overwrite: replace an earlier relaxation in ``output`` (otherwise that is an error).
         logfile: the optimiser's log ("-" for stdout, None for none).
     """
     if optimizer not in OPTIMIZERS:
@@ -84,6 +86,12 @@ def relax(
     dynamics = OPTIMIZERS[optimizer](target, logfile=logfile)
     out = Path(output) if output is not None else None
     if out is not None:
+        existing = [name for name in (STRUCTURE_FILE, TRAJECTORY_FILE) if (out / name).exists()]
+        if existing and not overwrite:
+            raise ValueError(
+                f"{str(out)!r} already holds a relaxation ({', '.join(existing)}). Choose another --output, "
+                "or pass --overwrite (overwrite=True) to replace it."
+            )
         out.mkdir(parents=True, exist_ok=True)
         trajectory = out / TRAJECTORY_FILE
         trajectory.unlink(missing_ok=True)

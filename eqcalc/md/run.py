@@ -126,8 +126,6 @@ def run(
     dynamics = build_dynamics(system, config, rng)
     if resume:
         restore_integrator_state(dynamics, last.integrator)
-    write_yaml({"model": model_record, **config.to_dict()}, output / CONFIG_FILE)
-
     start = last.step if resume else 0
     try:
         first = _snapshot(system, dynamics, start, config)
@@ -144,6 +142,8 @@ def run(
         output / TRAJECTORY_FILE, system.numbers, system.get_masses(), system.pbc,
         {"model": model_record, "md": config.to_dict()}, first.integrator, previous,
     )
+    # Only now, with the starting state checked and the trajectory replaced, do the settings change.
+    write_yaml({"model": model_record, **config.to_dict()}, output / CONFIG_FILE)
     periodic = has_stress(system)
     log = ThermoLog(output / LOG_FILE, periodic, resume_step=start if resume else None)
     if not resume:

@@ -28,6 +28,8 @@ def test_distorted_molecule_relaxes_to_the_pair_minimum(morse_model, optimizer, 
     assert result.pressure is None
     edges = result.atoms.get_all_distances()[np.triu_indices(4, 1)]
     np.testing.assert_allclose(edges, r_star, atol=2e-3)  # grid step 1e-4 Å; fmax 1e-3 eV/Å ≈ 1e-3 Å here
+    with pytest.raises(ValueError, match="already holds a relaxation"):
+        relax(molecule, morse_model, optimizer=optimizer, output=tmp_path)
     saved = read(tmp_path / "relaxed.extxyz")
     np.testing.assert_allclose(saved.positions, result.atoms.positions, atol=1e-7)
     path = read(tmp_path / "relax_trajectory.extxyz", ":")

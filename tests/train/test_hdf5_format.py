@@ -88,3 +88,9 @@ def test_convert_command(tmp_path, ethanol_file, silicon_file, capsys):
     assert_same_structures(read_structures(out), expected)
     assert main(["convert", str(ethanol_file), str(tmp_path / "x.xyz")]) == 2
     assert "must end in .h5" in capsys.readouterr().err
+    # an existing dataset is never replaced silently
+    assert main(["convert", str(ethanol_file), str(out)]) == 2
+    assert "already exists. Add --append" in capsys.readouterr().err
+    assert len(read_structures(out)) == 73
+    assert main(["convert", str(ethanol_file), str(out), "--overwrite"]) == 0
+    assert len(read_structures(out)) == 60
