@@ -18,7 +18,10 @@ Layout (S structures, A atoms in all; every dataset carries ``units`` and ``desc
     /forces           (A, 3)     float64 eV/Å        (NaN where the structure has no forces)
 
 Appending resizes the datasets, writes the new rows, and only then raises the committed
-lengths in the root attributes, so an interrupted append leaves a readable file. Loading
+lengths in the root attributes, so an append that fails between those steps (an exception,
+or a kill while rows are written) leaves the earlier structures readable and the new ones
+uncommitted. HDF5 itself cannot promise that a kill during its own metadata flush leaves a
+readable file: keep a copy of a dataset you cannot rebuild before appending to it. Loading
 reads each dataset in one call and splits it, which is fast for many small structures.
 """
 

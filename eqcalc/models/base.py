@@ -82,7 +82,9 @@ class AtomisticModel(nn.Module):
         self.register_buffer("species_table", table, persistent=False)
         shifts = torch.zeros(len(species)) if atomic_energies is None else torch.as_tensor(atomic_energies, dtype=torch.float64)
         if shifts.shape != (len(species),):
-            raise ValueError(f"atomic_energies needs one value per species ({len(species)}), got {shifts.shape[0]}.")
+            raise ValueError(
+                f"atomic_energies needs one value per species ({len(species)}), got shape {tuple(shifts.shape)}."
+            )
         self.element_energies = ElementEnergies(shifts)
         self.register_buffer("energy_scale", torch.tensor(float(energy_scale)))
 
@@ -104,7 +106,8 @@ class AtomisticModel(nn.Module):
         return {p.name: getattr(self, p.name) for p in parameters if p.kind is p.KEYWORD_ONLY}
 
     def config(self) -> dict[str, Any]:
-        """Everything needed to rebuild this model with ``build_model(family, **config)``."""
+        """Constructor arguments that rebuild this model's architecture with ``build_model(family, **config)``;
+        the weights, element energies and energy scale travel in the state_dict."""
         return {
             "species": list(self.species),
             "cutoff": self.cutoff,

@@ -105,20 +105,24 @@ def read_model_file(path: str | os.PathLike) -> dict:
     return payload
 
 
+def model_from_payload(payload: dict, source: str = "the model") -> AtomisticModel:
+    """Build the model a payload (see :func:`model_payload`) describes, in its stored dtype, on the CPU."""
+    model = build_model(payload["family"], **payload["config"]).to(DTYPES[payload["dtype"]])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise ModelFileError(
+            f"{source}: the weights do not match the stored config ({err}). The file is corrupt "
+            "or was edited by hand."
+        ) from err
+    return model
+
+
 def load_model(
     path: str | os.PathLike, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None
 ) -> AtomisticModel:
     """Load a model file written by :func:`save_model`, on ``device`` in ``dtype``
     (None keeps the dtype it was saved in)."""
-    payload = read_model_file(path)
-    model = build_model(payload["family"], **payload["config"])
-    model.to(DTYPES[payload["dtype"]])
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise ModelFileError(
-            f"{str(path)!r}: the weights do not match the stored config ({err}). The file is corrupt "
-            "or was edited by hand."
-        ) from err
+    model = model_from_payload(read_model_file(path), source=str(path))
     target = resolve_dtype(dtype) or model.dtype
     return model.to(device=device, dtype=target).eval()

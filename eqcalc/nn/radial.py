@@ -13,6 +13,8 @@ class GaussianBasis(nn.Module):
 
     def __init__(self, cutoff: float, num_basis: int = 32):
         super().__init__()
+        if int(num_basis) < 2:
+            raise ValueError(f"GaussianBasis needs num_basis ≥ 2 (centres spaced over [0, r_c]), got {num_basis}.")
         centers = torch.linspace(0.0, float(cutoff), int(num_basis))
         spacing = float(cutoff) / (int(num_basis) - 1)
         self.register_buffer("centers", centers)

@@ -19,9 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.base import AtomisticModel
-from ..models.io import DTYPES, atomic_torch_save
-from ..models.registry import build_model
+from ..models.io import atomic_torch_save
 
 FORMAT = "eqcalc-checkpoint"
 FORMAT_VERSION = 1
@@ -71,14 +69,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
         raise ValueError(f"{str(path)!r} is not a readable checkpoint (truncated or corrupt?): {err}") from err
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
-        raise ValueError(f"{str(path)!r} is not an eqcalc training checkpoint.")
+        raise ValueError(
+            f"{str(path)!r} is not an eqcalc training checkpoint (a model file or another code's checkpoint?). "
+            "--resume needs the checkpoint.pt that eqcalc train wrote in its output folder."
+        )
     if checkpoint.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(f"{str(path)!r} was written by a newer eqcalc; upgrade to resume it.")
     return checkpoint
-
-
-def model_from_payload(payload: dict) -> AtomisticModel:
-    """Rebuild the model stored in a checkpoint (same structure as a model file)."""
-    model = build_model(payload["family"], **payload["config"]).to(DTYPES[payload["dtype"]])
-    model.load_state_dict(payload["state_dict"])
-    return model

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -175,7 +176,7 @@ def _checked(cls: type, values: dict[str, Any], prefix: str, skip: tuple[str, ..
     checked = {}
     for key, value in values.items():
         if key not in known:
-            close = [k for k in known if k.startswith(str(key)[:3])]
+            close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"{prefix}{key}: unknown option.{hint} Known options: {', '.join(known)}.")
         ok, coerced = _coerce(value, hints[key])

@@ -25,10 +25,10 @@ from ..atomic_io import write_csv
 from ..data.graph import AtomicGraph
 from ..data.labels import Labels, collate
 from ..models.base import AtomisticModel
-from ..models.io import load_model, model_payload, resolve_dtype, save_model
+from ..models.io import load_model, model_from_payload, model_payload, resolve_dtype, save_model
 from ..models.registry import MODEL_FAMILIES, build_model
 from ..properties import compute_properties
-from .checkpoint import capture_rng_state, load_checkpoint, model_from_payload, restore_rng_state, save_checkpoint
+from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig
 from .data import TrainingData, load_training_data
 from .distributed import DistributedContext, init_distributed
