@@ -25,32 +25,10 @@ SYSTEMS = {"aspirin (21)": aspirin, "water box (192)": water_box, "Cu fcc (256)"
 SPECIES = [1, 6, 8, 29]
 
 
-class TimedNeighbours:
-    """Wraps the calculator's neighbour-list work (rebuild check + cutoff filter) with a timer."""
-
-    def __init__(self, calc):
-        self.seconds = 0.0
-        for name in ("update", "_edges_within_cutoff"):
-            owner = calc.neighbours if name == "update" else calc
-            original = getattr(owner, name)
-            setattr(owner, name, self._timed(original))
-
-    def _timed(self, function):
-        def wrapper(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - start
-
-        return wrapper
-
-
 def run_case(model, atoms, skin: float, repeats: int, seed: int = 0):
     """Median ms per call and neighbour-list share, along an MD-like random walk."""
     atoms = atoms.copy()
     calc = eqcalc.EquivariantCalculator(model, skin=skin)
-    timer = TimedNeighbours(calc)
     rng = np.random.default_rng(seed)
     properties = ["energy", "forces"] + (["stress"] if atoms.pbc.any() else [])
 
@@ -60,13 +38,13 @@ def run_case(model, atoms, skin: float, repeats: int, seed: int = 0):
 
     for _ in range(3):
         step()
-    timer.seconds, builds = 0.0, calc.neighbours.num_builds
+    calc.neighbour_seconds, builds = 0.0, calc.neighbours.num_builds
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times)), timer.seconds / sum(times), calc.neighbours.num_builds - builds
+    return 1e3 * float(np.median(times)), calc.neighbour_seconds / sum(times), calc.neighbours.num_builds - builds
 
 
 def main() -> None:
