@@ -27,91 +27,141 @@ from ..nn.irreps import (
     EdgeEmbedding,
     EquivariantConvolution,
     FullyConnectedTensorProduct,
-    TensorProduct,
     coupling_paths,
     feature_irreps,
     irreps_up_to,
 )
+from ..nn.neighbour_slots import NeighbourSlots
+from ..nn.tensor_product import ExactCoefficients, path_coefficients
 from .base import AtomisticModel
 from .registry import register_family
 
 
-class SpeciesChannelMix(nn.Module):
-    """out_{c,k} = Σ_{b : ir_b = ir_k} w[Z, b, c] x_{c,b} / √(#b): species- and channel-dependent
-    weights on every input block, summed into the output block of the same irrep.
+def product_paths(
+    irreps_a: o3.Irreps, irreps_out: o3.Irreps, correlation: int
+) -> list[tuple[o3.Irreps, o3.Irreps, list]]:
+    """The channel-wise products B⁽ν⁾ = CG(B⁽ν⁻¹⁾ ⊗ A), ν = 2…correlation: (irreps of B⁽ν⁻¹⁾,
+    irreps of B⁽ν⁾, "uuu" instructions) each.
 
-    All blocks of ``irreps_in`` and ``irreps_out`` have the same multiplicity C
-    (channels are never mixed), and every output irrep occurs in ``irreps_in``.
+    B⁽ν⁾ keeps only irreps that can still couple, with the remaining factors of A,
+    to an output irrep; B⁽²⁾ = A ⊗ A keeps the symmetric paths only.
     """
-
-    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, num_species: int):
-        super().__init__()
-        self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
-        channels = {mul for mul, _ in self.irreps_in + self.irreps_out}
-        if len(channels) != 1:
-            raise ValueError(f"SpeciesChannelMix needs one multiplicity throughout, got {irreps_in} → {irreps_out}.")
-        self.channels = channels.pop()
-        slices = self.irreps_in.slices()
-        self.groups: list[tuple[int, int, int]] = []  # per output block: first weight row, #input blocks, irrep dim
-        num_rows = 0
-        for k, (_, ir) in enumerate(self.irreps_out):
-            blocks = [b for b, (_, ir_b) in enumerate(self.irreps_in) if ir_b == ir]
-            if not blocks:
-                raise ValueError(f"SpeciesChannelMix: output irrep {ir} does not occur in the input {irreps_in}.")
-            columns = [i for b in blocks for i in range(slices[b].start, slices[b].stop)]
-            self.register_buffer(f"columns_{k}", torch.tensor(columns, dtype=torch.int64), persistent=False)
-            self.groups.append((num_rows, len(blocks), ir.dim))
-            num_rows += len(blocks)
-        self.weight = nn.Parameter(torch.randn(num_species, num_rows, self.channels))
-
-    def forward(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        """features (N, irreps_in.dim), species (N,) -> (N, irreps_out.dim)."""
-        n = features.shape[0]
-        weights = self.weight[species]
-        outputs = []
-        for k, (start, num_blocks, dim) in enumerate(self.groups):
-            x = features[:, getattr(self, f"columns_{k}")].view(n, num_blocks, self.channels, dim)
-            w = weights[:, start : start + num_blocks]
-            mixed = torch.einsum("nbcm,nbc->ncm", x, w) / num_blocks**0.5
-            outputs.append(mixed.reshape(n, self.channels * dim))
-        return torch.cat(outputs, dim=-1)
+    irreps_a, irreps_out = o3.Irreps(irreps_a), o3.Irreps(irreps_out)
+    outputs = {ir for _, ir in irreps_out}
+    steps = []
+    irreps = irreps_a
+    for order in range(2, correlation + 1):
+        lmax_keep = irreps_out.lmax + (correlation - order) * irreps_a.lmax
+        keep = outputs if order == correlation else irreps_up_to(lmax_keep)
+        irreps_next, instructions = coupling_paths(
+            irreps, irreps_a, keep, "uuu", weighted=False, symmetric=order == 2
+        )
+        steps.append((irreps, irreps_next, instructions))
+        irreps = irreps_next
+    return steps
 
 
-class ProductBasis(nn.Module):
-    """Σ_{ν=1}^{correlation} W⁽ν⁾_Z · B⁽ν⁾: channel-wise products of the atomic basis A.
+def per_channel_slices(irreps: o3.Irreps) -> list[slice]:
+    """Slices of each block within one channel (blocks of dims 2l+1 laid end to end)."""
+    slices, start = [], 0
+    for _, ir in irreps:
+        slices.append(slice(start, start + ir.dim))
+        start += ir.dim
+    return slices
 
-    B⁽ν⁾ = CG(B⁽ν⁻¹⁾ ⊗ A) ("uuu": channel c of B⁽ν⁻¹⁾ with channel c of A) keeps
-    only irreps that can still couple, with the remaining factors of A, to an
-    output irrep. A polynomial of degree ``correlation`` in A, i.e. body order
-    correlation + 1.
+
+class ProductBasis(ExactCoefficients):
+    """Σ_ν W⁽ν⁾_Z · B⁽ν⁾ (ν = 1…correlation): species-weighted channel-wise products of A.
+
+    B⁽¹⁾ = A and B⁽ν⁾ = CG(B⁽ν⁻¹⁾ ⊗ A) channel by channel (paths of :func:`product_paths`):
+    a polynomial of degree ``correlation`` in A, i.e. body order correlation + 1.
+    Output block k (irrep L) of channel c sums, over the blocks b of B⁽ν⁾ with irrep L,
+    w⁽ν⁾[Z, b, c] B⁽ν⁾_b / √(#b).
+
+    Every B⁽ν⁾ block is a fixed linear map of A^{⊗ν} (channel-independent
+    coefficients U⁽ν⁾, composed from the Clebsch–Gordan paths), so the whole sum is
+    evaluated per species and channel as
+
+        out_M = Σ_{i1} A_{i1} Σ_ν Σ_{i2…iν} Uᵛw[M, i1, i2…iν] A_{i2}⋯A_{iν},
+        Uᵛw = Σ_b w⁽ν⁾_b U⁽ν⁾_b,
+
+    one batched matmul over channels per order (the monomials A^{⊗(ν−1)} times Uᵛw).
     """
 
     def __init__(self, irreps_a: o3.Irreps, irreps_out: o3.Irreps, correlation: int, num_species: int):
         super().__init__()
-        irreps_a, irreps_out = o3.Irreps(irreps_a), o3.Irreps(irreps_out)
-        lmax_a, lmax_out = irreps_a.lmax, irreps_out.lmax
-        outputs = {ir for _, ir in irreps_out}
-        self.products = nn.ModuleList()
-        self.mixes = nn.ModuleList([SpeciesChannelMix(irreps_a, irreps_out, num_species)])
-        irreps = irreps_a
-        for order in range(2, correlation + 1):
-            keep = outputs if order == correlation else irreps_up_to(lmax_out + (correlation - order) * lmax_a)
-            irreps_next, instructions = coupling_paths(
-                irreps, irreps_a, keep, "uuu", weighted=False, symmetric=order == 2
-            )
-            product = TensorProduct(irreps, irreps_a, irreps_next, instructions)
-            self.products.append(product)
-            self.mixes.append(SpeciesChannelMix(irreps_next, irreps_out, num_species))
-            irreps = irreps_next
+        self.irreps_a, self.irreps_out = o3.Irreps(irreps_a), o3.Irreps(irreps_out)
+        channels = {mul for mul, _ in self.irreps_a + self.irreps_out}
+        if len(channels) != 1:
+            raise ValueError(f"ProductBasis needs one multiplicity throughout, got {irreps_a} → {irreps_out}.")
+        self.channels = channels.pop()
+        self.correlation = int(correlation)
+        self.steps = product_paths(self.irreps_a, self.irreps_out, self.correlation)
+        dim_a = self.irreps_a.dim // self.channels
+        a_slices = per_channel_slices(self.irreps_a)
+        # basis[ν-1]: (per-channel dim of B⁽ν⁾, dim_a^ν) coefficients of B⁽ν⁾ in A^{⊗ν}
+        bases = [(self.irreps_a, torch.eye(dim_a, dtype=torch.float64))]
+        for irreps_prev, irreps_next, instructions in self.steps:
+            previous = bases[-1][1]
+            prev_slices, next_slices = per_channel_slices(irreps_prev), per_channel_slices(irreps_next)
+            basis = torch.zeros(irreps_next.dim // self.channels, previous.shape[1], dim_a, dtype=torch.float64)
+            for i1, i2, i_out, *_ in instructions:
+                ls = irreps_prev[i1].ir.l, self.irreps_a[i2].ir.l, irreps_next[i_out].ir.l
+                product = torch.einsum("abm,aI->mIb", path_coefficients(*ls), previous[prev_slices[i1]])
+                basis[next_slices[i_out], :, a_slices[i2]] = product
+            bases.append((irreps_next, basis.reshape(basis.shape[0], -1)))
+        self.dim_a = dim_a
+        self.out_dims = [ir.dim for _, ir in self.irreps_out]
+        self.weights = nn.ParameterList()
+        for order, (irreps_b, basis) in enumerate(bases, start=1):
+            b_slices = per_channel_slices(irreps_b)
+            rows = []  # per output block k: its B blocks' coefficients / √#blocks, (#blocks, M_k · dim_a^ν)
+            for _, ir in self.irreps_out:
+                blocks = [b for b, (_, ir_b) in enumerate(irreps_b) if ir_b == ir]
+                if not blocks:
+                    raise ValueError(f"ProductBasis: output irrep {ir} does not occur in B({order}) = {irreps_b}.")
+                rows.append(torch.stack([basis[b_slices[b]].reshape(-1) for b in blocks]) / len(blocks) ** 0.5)
+            # (rows, dim_a^(ν−1) · M_total · dim_a): columns ordered (i2…iν, M, i1), mostly zero
+            coefficients = torch.block_diag(*rows).view(-1, sum(self.out_dims), dim_a, dim_a ** (order - 1))
+            coefficients = coefficients.permute(0, 3, 1, 2).reshape(len(coefficients), -1)
+            columns = torch.nonzero(coefficients.abs().amax(0) > 1e-12).squeeze(1)
+            self.register_coefficients(f"coefficients_{order}", coefficients[:, columns])
+            self.register_buffer(f"columns_{order}", columns, persistent=False)
+            self.weights.append(nn.Parameter(torch.randn(num_species, sum(len(r) for r in rows), self.channels)))
 
     def forward(self, atomic_basis: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """atomic_basis (N, irreps_a.dim), species (N,) -> (N, irreps_out.dim)."""
-        basis = atomic_basis
-        out = self.mixes[0](basis, species)
-        for product, mix in zip(self.products, self.mixes[1:]):
-            basis = product(basis, atomic_basis)
-            out = out + mix(basis, species)
-        return out
+        n = atomic_basis.shape[0]
+        blocks = atomic_basis.split([mul * ir.dim for mul, ir in self.irreps_a], dim=1)
+        a = torch.cat([b.reshape(n, self.channels, -1) for b in blocks], dim=2)  # (N, C, dim_a)
+        order = torch.argsort(species)
+        counts = torch.bincount(species, minlength=len(self.weights[0])).tolist()
+        by_species = [
+            self.species_polynomial(a_z.transpose(0, 1), z)
+            for z, a_z in enumerate(a.index_select(0, order).split(counts))
+            if counts[z]
+        ]
+        sorted_out = torch.cat(by_species, dim=1)  # (C, N, M_total), atoms in species order
+        out = torch.empty_like(sorted_out).index_copy(1, order, sorted_out).permute(1, 0, 2)
+        return torch.cat([o.reshape(n, -1) for o in out.split(self.out_dims, dim=2)], dim=1)
+
+    def species_polynomial(self, a: torch.Tensor, z: int) -> torch.Tensor:
+        """a (C, n, dim_a): atomic bases of n atoms of species z -> (C, n, M_total) outputs."""
+        channels, n, dim_a = a.shape
+        m_total = sum(self.out_dims)
+        power = a.new_ones(channels, n, 1)  # A^{⊗(ν−1)}: (C, n, dim_a^(ν−1))
+        inner = None  # Σ_ν Σ_{i2…iν} Uᵛw[M, i1, i2…iν] A_i2⋯A_iν: (C, n, M_total · dim_a)
+        for nu in range(1, self.correlation + 1):
+            # Uᵛw of species z: (C, dim_a^(ν−1), M_total · dim_a), from its non-zero columns
+            nonzero = self.weights[nu - 1][z].t() @ getattr(self, f"coefficients_{nu}")
+            weighted = nonzero.new_zeros(channels, dim_a ** (nu - 1), m_total * dim_a)
+            weighted.view(channels, -1).index_copy_(1, getattr(self, f"columns_{nu}"), nonzero)
+            term = torch.bmm(power, weighted)
+            inner = term if inner is None else inner + term
+            if nu < self.correlation:
+                shape = (channels, n, power.shape[2], dim_a)
+                power = (power[..., :, None].expand(shape) * a[..., None, :].expand(shape)).view(channels, n, -1)
+        return torch.matmul(inner.view(channels, n, m_total, dim_a), a[..., None]).squeeze(-1)
 
 
 class MACELayer(nn.Module):
@@ -139,9 +189,9 @@ class MACELayer(nn.Module):
         self.message = o3.Linear(self.irreps_out, self.irreps_out)
         self.self_connection = FullyConnectedTensorProduct(irreps_in, f"{num_species}x0e", self.irreps_out)
 
-    def forward(self, features, species, species_one_hot, sh, radial, edge_index, avg_num_neighbors: float):
+    def forward(self, features, species, species_one_hot, sh, radial, slots, avg_num_neighbors: float):
         """features (N, irreps_in.dim) -> (N, irreps_out.dim)."""
-        atomic_basis = self.atomic_basis(features, sh, radial, edge_index, avg_num_neighbors)
+        atomic_basis = self.atomic_basis(features, sh, radial, slots, avg_num_neighbors)
         message = self.message(self.product_basis(atomic_basis, species))
         return message + self.self_connection(features, species_one_hot)
 
@@ -225,12 +275,13 @@ class MACE(AtomisticModel):
 
         Arguments as for :meth:`atomic_outputs`.
         """
-        radial, sh = self.edge_embedding(edge_vectors)
+        slots = NeighbourSlots.from_edges(edge_index, species.shape[0])
+        radial, sh = self.edge_embedding(edge_vectors, slots)
         one_hot = nn.functional.one_hot(species, self.num_species).to(radial.dtype)
         features = self.embedding(species)
         outputs = []
         for layer in self.layers:
-            features = layer(features, species, one_hot, sh, radial, edge_index, self.avg_num_neighbors)
+            features = layer(features, species, one_hot, sh, radial, slots, self.avg_num_neighbors)
             outputs.append(features)
         return outputs
 

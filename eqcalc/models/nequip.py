@@ -21,6 +21,7 @@ from ..nn.irreps import (
     gated_nonlinearity,
     reachable,
 )
+from ..nn.neighbour_slots import NeighbourSlots
 from .base import AtomisticModel
 from .registry import register_family
 
@@ -49,9 +50,9 @@ class NequIPLayer(nn.Module):
         )
         self.residual = self.irreps_out == o3.Irreps(irreps_in)
 
-    def forward(self, features, sh, radial, edge_index, avg_num_neighbors: float) -> torch.Tensor:
+    def forward(self, features, sh, radial, slots, avg_num_neighbors: float) -> torch.Tensor:
         """features (N, irreps_in.dim) -> (N, irreps_out.dim)."""
-        update = self.gate(self.convolution(features, sh, radial, edge_index, avg_num_neighbors))
+        update = self.gate(self.convolution(features, sh, radial, slots, avg_num_neighbors))
         return features + update if self.residual else update
 
 
@@ -122,11 +123,12 @@ class NequIP(AtomisticModel):
 
         Arguments as for :meth:`atomic_outputs`.
         """
-        radial, sh = self.edge_embedding(edge_vectors)
+        slots = NeighbourSlots.from_edges(edge_index, species.shape[0])
+        radial, sh = self.edge_embedding(edge_vectors, slots)
         features = self.embedding(species)
         outputs = []
         for layer in self.layers:
-            features = layer(features, sh, radial, edge_index, self.avg_num_neighbors)
+            features = layer(features, sh, radial, slots, self.avg_num_neighbors)
             outputs.append(features)
         return outputs
 

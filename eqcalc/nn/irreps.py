@@ -25,7 +25,8 @@ from torch import nn
 from .activations import mlp
 from .cutoffs import PolynomialCutoff
 from .radial import BesselBasis
-from .scatter import scatter_sum
+from .neighbour_slots import NeighbourSlots
+from .tensor_product import ConvolutionProduct
 
 Instruction = tuple[int, int, int, str, bool]
 
@@ -138,24 +139,29 @@ class FullyConnectedTensorProduct(ExactClebschGordan, o3.FullyConnectedTensorPro
 
 
 class EdgeEmbedding(nn.Module):
-    """Edge vectors → invariant radial basis and equivariant spherical harmonics.
+    """Edge vectors → invariant radial basis and equivariant spherical harmonics, per neighbour slot.
 
     radial: Bessel basis (trainable frequencies) × polynomial envelope (p = 6),
     zero from r_c on; sh: Y_lm(r̂) for l ≤ lmax, "component" normalised
-    (|Y_l|² = 2l + 1), irreps 0e+1o+2e+….
+    (|Y_l|² = 2l + 1), irreps 0e+1o+2e+…. Padding slots get a vector of length
+    2 r_c, so their radial basis (and every radial weight, the radial MLPs being
+    bias-free) is exactly zero.
     """
 
     def __init__(self, cutoff: float, lmax: int, num_basis: int = 8):
         super().__init__()
+        self.cutoff = float(cutoff)
         self.basis = BesselBasis(cutoff, num_basis, trainable=True)
         self.envelope = PolynomialCutoff(cutoff, p=6)
         self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
 
-    def forward(self, edge_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """edge_vectors (E, 3) Å -> radial (E, num_basis), sh (E, irreps_sh.dim)."""
-        distances = torch.linalg.vector_norm(edge_vectors, dim=-1)
+    def forward(self, edge_vectors: torch.Tensor, slots: NeighbourSlots) -> tuple[torch.Tensor, torch.Tensor]:
+        """edge_vectors (E, 3) Å -> radial (N·D, num_basis), sh (N·D, irreps_sh.dim) per slot."""
+        outside = torch.tensor([2.0 * self.cutoff, 0.0, 0.0])
+        vectors = slots.pad(edge_vectors, outside)
+        distances = torch.linalg.vector_norm(vectors, dim=-1)
         radial = self.basis(distances) * self.envelope(distances)[:, None]
-        sh = o3.spherical_harmonics(self.irreps_sh, edge_vectors, normalize=True, normalization="component")
+        sh = o3.spherical_harmonics(self.irreps_sh, vectors, normalize=True, normalization="component")
         return radial, sh
 
 
@@ -164,10 +170,11 @@ class EquivariantConvolution(nn.Module):
 
     The tensor product is "uvu" (channel-wise in the node features) over every
     path allowed by the selection rules whose output irrep occurs in
-    ``irreps_out``; its weights come per edge from one radial MLP.
+    ``irreps_out``; its weights come per edge from one radial MLP, whose last
+    layer gives C weights per path.
 
     Args:
-        irreps_in: node feature irreps.
+        irreps_in: node feature irreps (one multiplicity C for all blocks).
         irreps_sh: spherical-harmonic irreps of the edges.
         irreps_out: irreps of the result.
         num_basis: size of the radial basis.
@@ -189,25 +196,33 @@ class EquivariantConvolution(nn.Module):
             self.irreps_in, irreps_sh, {ir for _, ir in self.irreps_out}, mode="uvu", weighted=True
         )
         self.linear_in = o3.Linear(self.irreps_in, self.irreps_in)
-        self.tensor_product = TensorProduct(
-            self.irreps_in, irreps_sh, irreps_mid, instructions, internal_weights=False, shared_weights=False
-        )
-        self.radial = radial_mlp(num_basis, radial_hidden, radial_layers, self.tensor_product.weight_numel)
+        self.tensor_product = ConvolutionProduct(self.irreps_in, irreps_sh, instructions, irreps_mid)
+        num_weights = self.tensor_product.num_paths * self.tensor_product.channels
+        self.radial = radial_mlp(num_basis, radial_hidden, radial_layers, num_weights)
         self.linear_out = o3.Linear(irreps_mid, self.irreps_out)
+
+    def path_weights(self, radial: torch.Tensor) -> list[torch.Tensor]:
+        """radial (N·D, num_basis) -> num_paths tensors (N·D, C): the radial MLP, its last
+        layer split by path so each path's weights are contiguous."""
+        hidden = radial
+        for layer in self.radial[:-1]:
+            hidden = layer(hidden)
+        last = self.radial[-1].weight  # (num_paths · C, hidden)
+        return [hidden @ block.t() for block in last.split(self.tensor_product.channels)]
 
     def forward(
         self,
         features: torch.Tensor,
         sh: torch.Tensor,
         radial: torch.Tensor,
-        edge_index: torch.Tensor,
+        slots: NeighbourSlots,
         avg_num_neighbors: float,
     ) -> torch.Tensor:
-        """features (N, irreps_in.dim), sh (E, irreps_sh.dim), radial (E, num_basis) -> (N, irreps_out.dim)."""
+        """features (N, irreps_in.dim); sh (N·D, irreps_sh.dim), radial (N·D, num_basis) per
+        neighbour slot (:class:`EdgeEmbedding`) -> (N, irreps_out.dim)."""
         features = self.linear_in(features)
-        messages = self.tensor_product(features[edge_index[1]], sh, self.radial(radial))
-        aggregated = scatter_sum(messages, edge_index[0], features.shape[0]) / avg_num_neighbors
-        return self.linear_out(aggregated)
+        aggregated = self.tensor_product(features, sh, self.path_weights(radial), slots)
+        return self.linear_out(aggregated / avg_num_neighbors)
 
 
 def gated_nonlinearity(irreps: o3.Irreps) -> e3nn_nn.Gate:

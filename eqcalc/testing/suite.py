@@ -104,14 +104,16 @@ class ModelPhysicsTests:
         assert errors["energy"] < 1e-10 and errors["forces"] < 1e-10 and errors["stress"] < 1e-12, errors
 
     def test_float32_model_sums_energies_in_float64(self, structures):
-        """Large element energies on a 40-atom cell: a float32 sum would be off by ~1e-4 eV."""
+        """Large element energies on a 40-atom cell (E ≈ −4·10⁴ eV): a float32 sum of the per-atom
+        energies would round by ~2e-3 eV, while the float32 network itself differs from float64 by
+        ~1e-5 of the interaction energy; the bound sits between the two."""
         model64 = self.build(torch.float64)
         with torch.no_grad():
             model64.element_energies.values.sub_(1000.0)
         model32 = copy.deepcopy(model64).to(torch.float32)
         atoms = structures["periodic"].repeat((2, 2, 2))
         e64, e32 = physics.evaluate(model64, atoms)["energy"], physics.evaluate(model32, atoms)["energy"]
-        assert abs(e64) > 4e4 and abs(e32 - e64) < 1e-5 * physics.energy_tolerance_scale(model64, atoms)
+        assert abs(e64) > 4e4 and abs(e32 - e64) < 1e-4 * physics.energy_tolerance_scale(model64, atoms)
 
     def test_save_load_roundtrip(self, tmp_path, structures):
         model = self.build(torch.float32)

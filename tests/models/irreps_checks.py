@@ -71,10 +71,9 @@ def obeys_selection_rules(ir1: o3.Irrep, ir2: o3.Irrep, ir_out: o3.Irrep) -> boo
     return abs(ir1.l - ir2.l) <= ir_out.l <= ir1.l + ir2.l and ir_out.p == ir1.p * ir2.p
 
 
-def assert_paths_obey_selection_rules(tensor_product: o3.TensorProduct) -> None:
-    assert len(tensor_product.instructions) > 0
-    for ins in tensor_product.instructions:
-        ir1 = tensor_product.irreps_in1[ins.i_in1].ir
-        ir2 = tensor_product.irreps_in2[ins.i_in2].ir
-        ir_out = tensor_product.irreps_out[ins.i_out].ir
+def assert_paths_obey_selection_rules(irreps_in1: o3.Irreps, irreps_in2: o3.Irreps, irreps_out: o3.Irreps, paths) -> None:
+    """paths: (i_in1, i_in2, i_out, …) tuples indexing the three irreps."""
+    assert len(paths) > 0
+    for i1, i2, i_out, *_ in paths:
+        ir1, ir2, ir_out = irreps_in1[i1].ir, irreps_in2[i2].ir, irreps_out[i_out].ir
         assert obeys_selection_rules(ir1, ir2, ir_out), (ir1, ir2, ir_out)

@@ -53,10 +53,10 @@ def test_product_basis_is_equivariant():
     """Σ_ν W_Z B⁽ν⁾(D_A A) = D_out Σ_ν W_Z B⁽ν⁾(A), with intermediates up to l = 5 of both parities."""
     product, basis, species = random_product_basis(correlation=3)
     output = product(basis, species).detach()
-    assert all(float(output[:, s].norm()) > 1e-6 for s in product.mixes[0].irreps_out.slices())
+    assert all(float(output[:, s].norm()) > 1e-6 for s in product.irreps_out.slices())
     for rotation in orthogonal_matrices():
-        d_in = wigner_d(product.mixes[0].irreps_in, rotation)
-        d_out = wigner_d(product.mixes[0].irreps_out, rotation)
+        d_in = wigner_d(product.irreps_a, rotation)
+        d_out = wigner_d(product.irreps_out, rotation)
         moved = product(basis @ d_in.T, species).detach()
         torch.testing.assert_close(moved, output @ d_out.T, atol=1e-12, rtol=0)
 
@@ -104,9 +104,10 @@ def test_symmetric_square_drops_only_vanishing_and_duplicate_paths():
 def test_tensor_product_paths_obey_selection_rules():
     model = small_mace(lmax=3, max_L=2, correlation=3)
     for layer in model.layers:
-        assert_paths_obey_selection_rules(layer.atomic_basis.tensor_product)
-        for product in layer.product_basis.products:
-            assert_paths_obey_selection_rules(product)
+        tp = layer.atomic_basis.tensor_product
+        assert_paths_obey_selection_rules(tp.irreps_in1, tp.irreps_in2, tp.irreps_out, tp.paths)
+        for irreps_prev, irreps_next, instructions in layer.product_basis.steps:
+            assert_paths_obey_selection_rules(irreps_prev, layer.product_basis.irreps_a, irreps_next, instructions)
 
 
 def test_product_weights_depend_on_species():

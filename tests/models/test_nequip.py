@@ -70,13 +70,13 @@ def test_tensor_product_paths_obey_selection_rules_and_are_complete():
     model = small_nequip(lmax=2, parity=True)
     for layer in model.layers:
         tensor_product = layer.convolution.tensor_product
-        assert_paths_obey_selection_rules(tensor_product)
+        irreps_in1, irreps_in2 = tensor_product.irreps_in1, tensor_product.irreps_in2
+        irreps_out = tensor_product.irreps_out
+        assert_paths_obey_selection_rules(irreps_in1, irreps_in2, irreps_out, tensor_product.paths)
         wanted = {ir for _, ir in layer.gate.irreps_in}
-        present = {
-            (ins.i_in1, ins.i_in2, tensor_product.irreps_out[ins.i_out].ir) for ins in tensor_product.instructions
-        }
-        for i1, (_, ir1) in enumerate(tensor_product.irreps_in1):
-            for i2, (_, ir2) in enumerate(tensor_product.irreps_in2):
+        present = {(i1, i2, irreps_out[i_out].ir) for i1, i2, i_out in tensor_product.paths}
+        for i1, (_, ir1) in enumerate(irreps_in1):
+            for i2, (_, ir2) in enumerate(irreps_in2):
                 for ir_out in wanted:
                     assert obeys_selection_rules(ir1, ir2, ir_out) == ((i1, i2, ir_out) in present)
 
