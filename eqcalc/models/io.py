@@ -69,24 +69,30 @@ def save_model(model: AtomisticModel, path: str | os.PathLike) -> None:
     atomic_torch_save(model_payload(model), path)
 
 
+def load_weights_only(path: Path, error: type[Exception], kind: str, fix: str) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU: never runs code from the file.
+
+    Failures raise ``error`` naming the file's ``kind`` ("model", "checkpoint") and ``fix``.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise error(
+            f"{str(path)!r} needs pickled Python objects to load (for example a whole module saved with "
+            f"torch.save(model)); eqcalc never runs code from a {kind} file. {fix}"
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise error(f"{str(path)!r} is not a readable {kind} file (truncated or corrupt?): {err}. {fix}") from err
+
+
 def read_model_file(path: str | os.PathLike) -> dict:
     """Load and validate a model file's dict without building the model."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"Model file {str(path)!r} does not exist. Check the path, or train one with `eqcalc train`.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ModelFileError(
-            f"{str(path)!r} needs pickled Python objects to load (for example a whole module saved with "
-            "torch.save(model)); eqcalc never runs code from a model file. Re-save it with "
-            "eqcalc.save_model(model, path)."
-        ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise ModelFileError(
-            f"{str(path)!r} is not a readable PyTorch file (truncated or corrupt?): {err}. "
-            "Use an intact copy, or re-save the model with eqcalc.save_model."
-        ) from err
+    payload = load_weights_only(
+        path, ModelFileError, "model", "Use an intact copy, or re-save the model with eqcalc.save_model(model, path)."
+    )
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(
             f"{str(path)!r} is a PyTorch file but not an eqcalc model (no 'format': '{FORMAT}' entry). "

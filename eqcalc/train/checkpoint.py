@@ -11,15 +11,13 @@ Loadable with ``torch.load(path, weights_only=True)``; written atomically.
 from __future__ import annotations
 
 import os
-import pickle
 import random
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..models.io import atomic_torch_save
+from ..models.io import atomic_torch_save, load_weights_only
 
 FORMAT = "eqcalc-checkpoint"
 FORMAT_VERSION = 1
@@ -64,10 +62,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {str(path)!r} to resume from; start without --resume.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise ValueError(f"{str(path)!r} is not a readable checkpoint (truncated or corrupt?): {err}") from err
+    checkpoint = load_weights_only(
+        path, ValueError, "checkpoint", "Resume from an intact checkpoint.pt, or start without --resume."
+    )
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise ValueError(
             f"{str(path)!r} is not an eqcalc training checkpoint (a model file or another code's checkpoint?). "

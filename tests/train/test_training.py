@@ -149,3 +149,13 @@ def test_tensorboard_option(tmp_path, small_train_file):
         return
     Trainer(config(small_train_file, tmp_path / "tb", tensorboard=True, max_epochs=1)).fit()
     assert any((tmp_path / "tb" / "tensorboard").iterdir())
+
+
+def test_damaged_checkpoint_is_refused_with_a_way_out(tmp_path):
+    from eqcalc.train.checkpoint import load_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"format": "eqcalc-checkpoint", "weights": torch.zeros(1000)}, path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ValueError, match="not a readable checkpoint file .* start without --resume"):
+        load_checkpoint(path)
