@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ase.io import read
 
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, dtype=args.dtype)
     if args.structures:
         structures = [
-            (f"{path}@{k}", atoms)
+            (f"{Path(path).name}@{k}", atoms)
             for path in args.structures
             for k, atoms in enumerate(read(path, f":{args.frames}"))
         ]
