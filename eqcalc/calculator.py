@@ -11,7 +11,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from .data.graph import stress_defined, structure_graph
-from .data.validation import MIN_DISTANCE, check_min_distance, check_positions, check_species
+from .data.validation import MIN_DISTANCE, check_min_distance, check_positions
 from .data.verlet import VerletNeighbourList
 from .models.base import AtomisticModel
 from .models.io import load_model, resolve_dtype
@@ -76,8 +76,6 @@ class EquivariantCalculator(Calculator):
                 f"pbc={atoms.pbc.tolist()} and cell volume {atoms.cell.volume:.3g} Å³. "
                 "Give it a cell and pbc=True, or don't ask for stress."
             )
-        if "numbers" in system_changes:
-            check_species(atoms.numbers, self.model.species)
         start = time.perf_counter()
         self.neighbours.update(positions, cell, atoms.pbc, atoms.numbers)
         edge_index, shifts = self._edges_within_cutoff(positions, cell)

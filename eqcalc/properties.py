@@ -27,6 +27,7 @@ def edge_vectors(
     return positions[edge_index[1]] - positions[edge_index[0]] + offsets
 
 
+@torch.enable_grad()  # forces and stress are gradients, also inside a caller's no_grad()
 def compute_properties(
     model: AtomisticModel,
     graph: AtomicGraph,
@@ -46,13 +47,6 @@ def compute_properties(
         "energy": (B,) float64 eV; "energies": (N,) float64 eV per atom;
         "forces": (N, 3) eV/Å; "stress": (B, 3, 3) eV/Å³ (when asked for).
     """
-    with torch.enable_grad():  # forces and stress are gradients, also inside a caller's no_grad()
-        return _compute_properties(model, graph, forces, stress, training)
-
-
-def _compute_properties(
-    model: AtomisticModel, graph: AtomicGraph, forces: bool, stress: bool, training: bool
-) -> dict[str, torch.Tensor]:
     positions = graph.positions
     cell = graph.cell
     inputs: list[torch.Tensor] = []
