@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 
@@ -10,12 +11,20 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
+from .data.chunks import Chunk, plan_chunks
 from .data.graph import stress_defined, structure_graph
 from .data.validation import MIN_DISTANCE, check_min_distance, check_positions
 from .data.verlet import VerletNeighbourList
 from .models.base import AtomisticModel
+from .memory import available_bytes, measure_peak
 from .models.io import load_model, resolve_dtype
 from .properties import compute_properties
+
+
+# With max_edges="auto", structures with more edges than this are checked against free memory.
+AUTO_CHUNK_CHECK_EDGES = 200_000
+CALIBRATION_EDGES = 50_000  # size of the subgraph whose peak memory gives the bytes per edge
+MEMORY_FRACTION = 0.5  # share of the free memory one evaluation may use
 
 
 def has_stress(atoms) -> bool:
@@ -34,6 +43,11 @@ class EquivariantCalculator(Calculator):
         skin: Verlet-list skin in Å; the neighbour list is rebuilt only when an
             atom has moved more than skin/2 or the cell, pbc or numbers change.
         min_distance: atoms closer than this (Å) raise an error instead of giving nonsense.
+        max_edges: most edges one model evaluation may hold. A structure with more is
+            evaluated in chunks of atoms, each with its exact message-passing halo (same
+            results, bounded memory; see :mod:`eqcalc.data.chunks`). "auto": for structures
+            above 200k edges, the limit is half the free memory divided by the peak bytes per
+            edge measured once on a 50k-edge piece. None: never chunk.
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order xx, yy, zz, yz, xz, xy;
     ASE sign: positive = tensile). Per-atom energies are available as "energies".
@@ -48,6 +62,7 @@ class EquivariantCalculator(Calculator):
         dtype: str | torch.dtype | None = None,
         skin: float = 0.5,
         min_distance: float = MIN_DISTANCE,
+        max_edges: int | str | None = "auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -61,6 +76,11 @@ class EquivariantCalculator(Calculator):
         self.min_distance = float(min_distance)
         self.neighbours = VerletNeighbourList(model.cutoff, skin)
         self.neighbour_seconds = 0.0  # wall time spent updating and filtering the neighbour list
+        if not (max_edges in (None, "auto") or (isinstance(max_edges, int) and max_edges > 0)):
+            raise ValueError(f"max_edges must be a positive integer, 'auto' or None, got {max_edges!r}.")
+        self.max_edges = max_edges
+        self.bytes_per_edge: float | None = None  # measured on first need when max_edges="auto"
+        self.num_chunks = 1  # chunks the last calculation used
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -80,24 +100,68 @@ class EquivariantCalculator(Calculator):
         self.neighbours.update(positions, cell, atoms.pbc, atoms.numbers)
         edge_index, shifts = self._edges_within_cutoff(positions, cell)
         self.neighbour_seconds += time.perf_counter() - start
-        graph = structure_graph(positions, atoms.numbers, cell, atoms.pbc, edge_index, shifts).to(self.device)
-        results = compute_properties(self.model, graph, forces=True, stress=stress)
-        energy = float(results["energy"][0].detach())
-        self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "energies": results["energies"].detach().cpu().numpy(),
-            "forces": results["forces"].detach().cpu().numpy(),
-        }
+        chunks = self._chunks(atoms, edge_index, shifts)
+        self.num_chunks = len(chunks)
+        energies = np.zeros(len(atoms))
+        forces = np.zeros((len(atoms), 3))
+        stress_tensor = np.zeros((3, 3))
+        for chunk in chunks:
+            owned = chunk.atoms[: chunk.num_owned]
+            results = self._evaluate(atoms, chunk, shifts, stress)
+            energies[owned] = results["energies"][: chunk.num_owned]
+            forces[chunk.atoms] += results["forces"]  # a chunk lists each atom once
+            if stress:
+                stress_tensor += results["stress"][0]
+        energy = math.fsum(energies)  # correctly rounded: finite differences of E stay clean
+        self.results = {"energy": energy, "free_energy": energy, "energies": energies, "forces": forces}
         if stress:
-            s = results["stress"][0].detach().cpu().numpy()
-            self.results["stress"] = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+            self.results["stress"] = stress_tensor[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
         for key, value in self.results.items():
             if not np.all(np.isfinite(value)):
                 raise FloatingPointError(
                     f"The model returned a non-finite {key}. The structure may be far outside the "
                     "training data, or the model file is damaged."
                 )
+
+    def _evaluate(self, atoms, chunk: Chunk, shifts: np.ndarray, stress: bool) -> dict[str, np.ndarray]:
+        """Per-atom energies (eV), forces (eV/Å) and stress (eV/Å³) of one chunk's owned atoms,
+        forces and stress as the derivatives of the owned atoms' energies only."""
+        graph = structure_graph(
+            atoms.positions[chunk.atoms], atoms.numbers[chunk.atoms], atoms.cell.array, atoms.pbc,
+            chunk.edge_index, shifts[chunk.edges],
+        ).to(self.device)  # fmt: skip
+        counted = None
+        if chunk.num_owned < len(chunk.atoms):
+            counted = torch.arange(len(chunk.atoms), device=self.device) < chunk.num_owned
+        results = compute_properties(self.model, graph, forces=True, stress=stress, counted=counted)
+        return {key: value.detach().cpu().numpy() for key, value in results.items()}
+
+    def _chunks(self, atoms, edge_index: np.ndarray, shifts: np.ndarray) -> list[Chunk]:
+        """The whole structure as one chunk, or the pieces that fit ``max_edges``."""
+        limit = self._edge_limit(atoms, edge_index, shifts)
+        if limit is None or edge_index.shape[1] <= limit:
+            everything = np.arange(len(atoms))
+            return [Chunk(everything, len(atoms), np.arange(edge_index.shape[1]), edge_index)]
+        positions = atoms.get_positions(wrap=True) if atoms.pbc.any() else atoms.positions
+        return plan_chunks(positions, edge_index, self.model.message_passing_hops, limit)
+
+    def _edge_limit(self, atoms, edge_index: np.ndarray, shifts: np.ndarray) -> int | None:
+        """max_edges, or with "auto" the edges that fit in MEMORY_FRACTION of the free memory."""
+        if self.max_edges != "auto":
+            return self.max_edges
+        if edge_index.shape[1] <= AUTO_CHUNK_CHECK_EDGES:
+            return None
+        free = available_bytes(self.device)
+        if self.bytes_per_edge is None and free is not None:
+            positions = atoms.get_positions(wrap=True) if atoms.pbc.any() else atoms.positions
+            sample = plan_chunks(positions, edge_index, self.model.message_passing_hops, CALIBRATION_EDGES)[0]
+            with measure_peak(self.device) as peak:
+                self._evaluate(atoms, sample, shifts, has_stress(atoms))
+            if peak.bytes:
+                self.bytes_per_edge = peak.bytes / len(sample.edges)
+        if free is None or self.bytes_per_edge is None:
+            return None
+        return max(int(MEMORY_FRACTION * free / self.bytes_per_edge), CALIBRATION_EDGES)
 
     def _edges_within_cutoff(self, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Edges of the skin list that lie within the cutoff now; checks for overlapping atoms."""

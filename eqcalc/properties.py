@@ -35,6 +35,7 @@ def compute_properties(
     forces: bool = True,
     stress: bool = False,
     training: bool = False,
+    counted: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Evaluate ``model`` on ``graph`` and differentiate the energy.
 
@@ -42,6 +43,8 @@ def compute_properties(
         forces: compute forces.
         stress: compute the stress of every structure (zeros where the cell volume is 0).
         training: keep the autograd graph of forces/stress so a loss on them can be back-propagated.
+        counted: (N,) bool, the atoms whose energies make up "energy" and are differentiated
+            (default all). Chunked evaluation (eqcalc.data.chunks) counts a chunk's owned atoms only.
 
     Returns:
         "energy": (B,) float64 eV; "energies": (N,) float64 eV per atom;
@@ -61,7 +64,8 @@ def compute_properties(
         cell = cell + cell @ symmetric
     vectors = edge_vectors(positions, cell, graph.edge_index, graph.shifts, graph.batch)
     atomic_energies = model(graph.numbers, graph.edge_index, vectors, graph.batch, graph.num_graphs)
-    energy = scatter_sum(atomic_energies, graph.batch, graph.num_graphs)
+    counted_energies = atomic_energies if counted is None else torch.where(counted, atomic_energies, 0.0)
+    energy = scatter_sum(counted_energies, graph.batch, graph.num_graphs)
     results = {"energy": energy, "energies": atomic_energies}
     if not inputs:
         return results

@@ -80,13 +80,14 @@ class WorkerFailed(RuntimeError):
     pass
 
 
-def worker_command(python: str, package: str, model: dict, structure: Path, dtype: str, args) -> list[str]:
+def worker_command(python: str, package: str, model: dict, structure: Path, dtype: str, args, mode: str = "walk") -> list[str]:
+    """The command line of one worker run (``mode``: walk of calculate() calls, or md)."""
     return [
         python, str(HERE / f"{package}_worker.py"),
         "--structure", str(structure), "--model", json.dumps(model), "--dtype", dtype,
         "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
         "--seed", str(args.seed), "--cutoff", str(args.cutoff), "--skin", str(args.skin),
-        "--workdir", str(args.scratch),
+        "--workdir", str(args.scratch), "--mode", mode,
     ]  # fmt: skip
 
 
@@ -170,14 +171,21 @@ def eqcalc_source() -> str:
     return commit.strip() + (" + uncommitted changes" if dirty.strip() else "")
 
 
-def header(args, cases: list[tuple[str, str, str, dict]]) -> str:
+def run_context(threads: int) -> list[str]:
+    """Report lines every timing table starts with: date, host, command, source, threads."""
     command = " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
-    lines = [
+    return [
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, host: {platform.node()}, "
         f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores",
         f"- command: `{command}`",
         f"- eqcalc source: {eqcalc_source()}",
-        f"- threads: {args.threads} (torch.set_num_threads, OMP_NUM_THREADS, MKL_NUM_THREADS)",
+        f"- threads: {threads} per process (torch.set_num_threads, OMP_NUM_THREADS, MKL_NUM_THREADS)",
+    ]
+
+
+def header(args, cases: list[tuple[str, str, str, dict]]) -> str:
+    lines = [
+        *run_context(args.threads),
         f"- protocol: {args.rounds} rounds × {args.repeats} timed calls per side after {args.warmup} warm-up calls per "
         f"subprocess, eqcalc and peer alternating; MD-like walk 0.01 Å rms/step, seed {args.seed}; "
         f"cutoff {args.cutoff} Å; energy+forces (+stress for the periodic water box); random weights; "
@@ -198,32 +206,51 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(handle.name, path)
 
 
-def parse_arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=list(PAIRS))
+def publish(title: str, header_text: str, table: str, output: Path, start: float) -> None:
+    """Write the report (title, header, table) to ``output`` atomically and print it."""
+    text = "\n\n".join([f"# {title}", header_text, table]) + "\n"
+    write_atomically(output, text)
+    print(text)
+    print(f"written to {output} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+
+
+def timing_parser(description: str, rounds: int, repeats: int, output_stem: str) -> argparse.ArgumentParser:
+    """The options every side-by-side timing script shares (systems, dtypes, protocol, venvs, output)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--systems", nargs="+", choices=sorted(SYSTEMS), default=list(SYSTEMS))
     parser.add_argument("--dtypes", nargs="+", choices=["float32", "float64"], default=["float32", "float64"])
-    parser.add_argument("--rounds", type=int, default=5, help="subprocesses per side per case (alternating)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per subprocess")
+    parser.add_argument("--rounds", type=int, default=rounds, help="subprocesses per side per case (alternating)")
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed calls per subprocess")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls per subprocess")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cutoff", type=float, default=5.0, help="Å, both sides")
+    parser.add_argument("--cutoff", type=float, default=5.0, help="Å, every model")
     parser.add_argument("--skin", type=float, default=0.5, help="Å, eqcalc's Verlet skin (0: rebuild every call)")
     parser.add_argument("--timeout", type=float, default=1800, help="s per worker subprocess")
     parser.add_argument("--venvs", type=Path, default=HERE / ".venv", help="folder holding the peer venvs")
-    parser.add_argument("--output", type=Path, help="default: benchmarks/results/peers_<UTC date>.md")
-    args = parser.parse_args()
+    parser.add_argument("--output", type=Path, help=f"default: benchmarks/results/{output_stem}_<UTC date>.md")
+    parser.set_defaults(output_stem=output_stem)
+    return parser
+
+
+def checked_arguments(parser: argparse.ArgumentParser, peers: set[str], args: argparse.Namespace) -> argparse.Namespace:
+    """Validate the shared options, check the venvs of ``peers`` exist, fill in the output path."""
     if args.rounds < 1 or args.repeats < 1 or args.warmup < 0:
         parser.error("--rounds and --repeats must be ≥ 1 and --warmup ≥ 0.")
-    peers = {PAIRS[pair][1] for pair in args.pairs}
     missing = [p for p in sorted(peers) if not (args.venvs / p / "bin" / "python").exists()]
     if missing:
         parser.error(f"no venv for {missing} under {args.venvs}; run: bash benchmarks/peers/setup_env.sh {' '.join(missing)}")
     if args.output is None:
         date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
-        args.output = HERE.parent / "results" / f"peers_{date}.md"
+        args.output = HERE.parent / "results" / f"{args.output_stem}_{date}.md"
     return args
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = timing_parser(__doc__, rounds=5, repeats=5, output_stem="peers")
+    parser.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=list(PAIRS))
+    args = parser.parse_args()
+    return checked_arguments(parser, {PAIRS[pair][1] for pair in args.pairs}, args)
 
 
 def main() -> None:
@@ -243,13 +270,8 @@ def main() -> None:
                     case = run_case(pair, structures[key], dtype, args)
                     cases.append((pair, SYSTEMS[key][0], dtype, case))
                     print(" | ".join(row(*cases[-1])), f"[{time.perf_counter() - start:.0f} s]", file=sys.stderr, flush=True)
-    text = "\n\n".join(
-        ["# eqcalc vs MACE / NequIP: ASE calculator speed", header(args, cases),
-         markdown_table(columns, [row(*case) for case in cases])]
-    ) + "\n"  # fmt: skip
-    write_atomically(args.output, text)
-    print(text)
-    print(f"written to {args.output} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+    table = markdown_table(columns, [row(*case) for case in cases])
+    publish("eqcalc vs MACE / NequIP: ASE calculator speed", header(args, cases), table, args.output, start)
 
 
 if __name__ == "__main__":

@@ -96,6 +96,12 @@ class AtomisticModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.energy_scale.dtype
 
+    @property
+    def message_passing_hops(self) -> int:
+        """Rounds of message passing: an atom's energy depends on atoms up to this many
+        neighbour-list hops away (what chunked evaluation needs to know)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how many message-passing rounds it has.")
+
     def hyperparameters(self) -> dict[str, Any]:
         """Family-specific constructor arguments (plain Python values).
 

@@ -130,6 +130,10 @@ class EGNN(AtomisticModel):
                 displacements = displacements + moves
         return features, displacements
 
+    @property
+    def message_passing_hops(self) -> int:
+        return self.num_layers
+
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs):
         features, _ = self.propagate(species, edge_index, edge_vectors)
         return self.readout(features).squeeze(-1)

@@ -285,6 +285,10 @@ class MACE(AtomisticModel):
             outputs.append(features)
         return outputs
 
+    @property
+    def message_passing_hops(self) -> int:
+        return self.num_layers
+
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs):
         features = self.node_features(species, edge_index, edge_vectors)
         return sum(readout(h) for readout, h in zip(self.readouts, features)).squeeze(-1)

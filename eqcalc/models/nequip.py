@@ -132,5 +132,9 @@ class NequIP(AtomisticModel):
             outputs.append(features)
         return outputs
 
+    @property
+    def message_passing_hops(self) -> int:
+        return self.num_layers
+
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs):
         return self.readout(self.node_features(species, edge_index, edge_vectors)[-1]).squeeze(-1)

@@ -150,6 +150,10 @@ class PaiNN(AtomisticModel):
             scalars, vectors = scalars + delta_s, vectors + delta_v
         return scalars, vectors
 
+    @property
+    def message_passing_hops(self) -> int:
+        return self.num_interactions
+
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs):
         scalars, _ = self.atom_features(species, edge_index, edge_vectors)
         return self.readout(scalars).squeeze(-1)

@@ -71,6 +71,10 @@ class SchNet(AtomisticModel):
         )
         self.readout = mlp([self.num_features, self.num_features // 2, 1], ShiftedSoftplus)
 
+    @property
+    def message_passing_hops(self) -> int:
+        return self.num_interactions
+
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs):
         distances = torch.linalg.vector_norm(edge_vectors, dim=-1)
         radial = self.radial(distances)

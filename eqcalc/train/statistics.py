@@ -143,6 +143,13 @@ def compute_statistics(
             e0, source = np.array([isolated[z] for z in species]), "isolated atoms"
         else:
             e0, source = least_squares_atomic_energies(structures, species), "least squares"
+            rank = np.linalg.matrix_rank(composition_matrix([s for s in structures if s.energy is not None], species))
+            if rank < len(species):
+                source += (
+                    f"; the training compositions fix only {rank} combination(s) of the {len(species)} E0s, so these "
+                    "are the minimum-norm choice and isolated-atom energies of this model mean nothing: add "
+                    "isolated-atom frames or give atomic_energies to fix them"
+                )
     else:
         raise ValueError(
             f"atomic_energies must be one of {ATOMIC_ENERGY_MODES} or a mapping element → eV, got {atomic_energies!r}."

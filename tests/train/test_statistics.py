@@ -83,3 +83,15 @@ def test_statistics_reach_the_model(ethanol_file):
     assert float(model.energy_scale) == 2.5
     np.testing.assert_allclose(model.element_energies.values.numpy(), [E0[1], E0[6], E0[8]], rtol=0, atol=1e-9)
     assert model.config()["avg_num_neighbors"] == stats.avg_num_neighbors
+
+
+def test_single_composition_is_flagged_as_underdetermined():
+    """Every structure CH4-like: only 1·E0_C + 4·E0_H is fixed by the data; the summary says so."""
+    structures = [
+        LabelledStructure([6, 1, 1, 1, 1], np.random.default_rng(k).uniform(0, 3, (5, 3)), np.zeros((3, 3)), [False] * 3,
+                          energy=E0[6] + 4 * E0[1] + 0.01 * k)
+        for k in range(5)
+    ]  # fmt: skip
+    stats = compute_statistics(GraphDataset(structures, 3.0), [1, 6])
+    assert "fix only 1 combination" in stats.atomic_energies_source
+    assert stats.atomic_energies[1] + 4 * stats.atomic_energies[0] == pytest.approx(E0[6] + 4 * E0[1] + 0.02)

@@ -1,0 +1,131 @@
+"""Chunked evaluation: a structure evaluated piece by piece (owned atoms plus their exact
+message-passing halo) gives the same energy, per-atom energies, forces and stress as one pass."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+
+import eqcalc
+from eqcalc import EquivariantCalculator
+from eqcalc.data import atoms_to_graph
+from eqcalc.data.chunks import halo_chunk, plan_chunks
+from eqcalc.data.structures import aspirin, water_box
+from eqcalc.testing.physics import randomize_energy_offsets
+
+SMALL = {
+    "schnet": {"num_features": 8, "num_interactions": 3},
+    "painn": {"num_features": 8, "num_interactions": 2},
+    "egnn": {"num_features": 8, "num_layers": 3},  # moves positions between layers
+    "nequip": {"num_features": 4, "lmax": 1, "num_layers": 2},
+    "mace": {"num_channels": 4, "max_L": 1, "lmax": 2, "correlation": 2, "num_layers": 2},
+}
+
+
+def small_model(family: str, cutoff: float = 3.0):
+    torch.manual_seed(0)
+    model = eqcalc.build_model(family, species=[1, 6, 8, 14], cutoff=cutoff, **SMALL[family])
+    return randomize_energy_offsets(model).double().eval()
+
+
+def results(calc, atoms) -> dict:
+    atoms = atoms.copy()
+    atoms.calc = calc
+    out = {"energy": atoms.get_potential_energy(), "energies": atoms.get_potential_energies(), "forces": atoms.get_forces()}
+    if atoms.pbc.any():
+        out["stress"] = atoms.get_stress()
+    return out
+
+
+def rattled_water():
+    """768 atoms, periodic."""
+    atoms = water_box(repeat=(2, 2, 1))
+    atoms.rattle(0.05, seed=2)
+    return atoms
+
+
+def silicon_cell():
+    """64-atom Si cell (10.9 Å): a 3-hop halo (7.8 Å) reaches an atom's own periodic images."""
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat(2)
+    atoms.rattle(0.05, seed=3)
+    return atoms
+
+
+# (structure, model cutoff in Å): cutoffs small enough that halos leave room for several chunks
+STRUCTURES = {"water": (rattled_water, 3.0), "aspirin": (aspirin, 1.8), "silicon": (silicon_cell, 2.6)}
+
+
+@pytest.mark.parametrize("family", list(SMALL))
+@pytest.mark.parametrize("structure", list(STRUCTURES))
+def test_chunked_equals_whole(family, structure):
+    build, cutoff = STRUCTURES[structure]
+    model = small_model(family, cutoff)
+    atoms = build()
+    reference = results(EquivariantCalculator(model, max_edges=None), atoms)
+    edges = atoms_to_graph(atoms, model.cutoff).edge_index.shape[1]
+    chunked = EquivariantCalculator(model, max_edges=3 * edges // 4)
+    pieces = results(chunked, atoms)
+    assert chunked.num_chunks > 1
+    for key, value in reference.items():
+        np.testing.assert_allclose(pieces[key], value, rtol=0, atol=1e-10 * max(1.0, np.abs(value).max()), err_msg=key)
+
+
+def test_chunks_cover_every_atom_once_and_fit():
+    atoms = rattled_water()
+    graph = atoms_to_graph(atoms, 3.0)
+    edge_index = graph.edge_index.numpy()
+    chunks = plan_chunks(atoms.get_positions(wrap=True), edge_index, hops=2, max_edges=edge_index.shape[1] // 3)
+    owned = np.concatenate([c.atoms[: c.num_owned] for c in chunks])
+    assert sorted(owned.tolist()) == list(range(len(atoms)))
+    assert all(len(c.edges) <= edge_index.shape[1] // 3 for c in chunks)
+    for chunk in chunks:  # every edge ending on an atom within hops−1 of the owned ones is kept
+        receiving = set(halo_chunk(chunk.atoms[: chunk.num_owned], edge_index, len(atoms), hops=1).atoms.tolist())
+        needed = np.isin(edge_index[0], list(receiving))
+        assert set(np.flatnonzero(needed)) <= set(chunk.edges.tolist())
+
+
+def test_max_edges_too_small_names_the_fix():
+    model = small_model("schnet")
+    calc = EquivariantCalculator(model, max_edges=5)
+    atoms = rattled_water()
+    atoms.calc = calc
+    with pytest.raises(ValueError, match="raise max_edges"):
+        atoms.get_potential_energy()
+
+
+def test_bad_max_edges_option():
+    with pytest.raises(ValueError, match="max_edges"):
+        EquivariantCalculator(small_model("schnet"), max_edges=0)
+
+
+def test_auto_limit_measures_memory_and_chunks_when_free_memory_is_short(monkeypatch):
+    """With "auto", a structure above the check size has its peak bytes per edge measured once
+    and is chunked when that estimate exceeds half the free memory (simulated: 1 byte free)."""
+    import eqcalc.calculator as calculator
+
+    model = small_model("schnet")
+    atoms = rattled_water()
+    edges = atoms_to_graph(atoms, model.cutoff).edge_index.shape[1]
+    reference = results(EquivariantCalculator(model, max_edges=None), atoms)
+    monkeypatch.setattr(calculator, "AUTO_CHUNK_CHECK_EDGES", edges // 8)
+    monkeypatch.setattr(calculator, "CALIBRATION_EDGES", edges // 2)
+    monkeypatch.setattr(calculator, "available_bytes", lambda device: 1)
+    calc = EquivariantCalculator(model)
+    pieces = results(calc, atoms)
+    if calc.bytes_per_edge is None:
+        pytest.skip("peak memory cannot be measured on this platform (no /proc/self/clear_refs)")
+    assert calc.bytes_per_edge > 0
+    assert calc.num_chunks > 1
+    np.testing.assert_allclose(pieces["forces"], reference["forces"], atol=1e-10)
+    np.testing.assert_allclose(pieces["energy"], reference["energy"], rtol=1e-13)
+
+
+def test_measure_peak_sees_a_large_allocation():
+    from eqcalc.memory import measure_peak
+
+    with measure_peak(torch.device("cpu")) as peak:
+        block = torch.ones(64 * 2**20 // 8, dtype=torch.float64)  # 64 MiB, touched
+        del block
+    if peak.bytes is None:
+        pytest.skip("peak memory cannot be measured on this platform")
+    assert peak.bytes >= 60 * 2**20
