@@ -45,6 +45,9 @@ class TrainConfig:
     test: Union[str, None] = _option(None, "test file evaluated with the best model at the end")
     valid_fraction: float = _option(0.05, "fraction of the training file held out for validation (no valid file)")
     valid_count: Union[int, None] = _option(None, "number of training structures held out (overrides valid_fraction)")
+    train_count: Union[int, None] = _option(
+        None, "train on a seeded random subset of this many structures (nested across counts: learning curves)"
+    )
     energy_key: Union[str, None] = _option(None, "info key of the energy (default: ASE results, then REF_energy, energy)")
     forces_key: Union[str, None] = _option(None, "per-atom array of the forces (default: ASE results, then REF_forces, forces)")
     stress_key: Union[str, None] = _option(None, "info key of the stress (default: ASE results, then REF_stress, stress)")

@@ -47,6 +47,10 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         valid = read_structures(config.valid, keys)
     else:
         train, valid = random_split(train, fraction=config.valid_fraction, count=config.valid_count, seed=config.seed)
+    if config.train_count is not None and config.train_count != len(train):
+        if not 0 < config.train_count < len(train):
+            raise ValueError(f"train_count: {config.train_count} is not in 1..{len(train)}, the training structures available.")
+        _, train = random_split(train, count=config.train_count, seed=config.seed)  # the same seed nests the subsets
     test = read_structures(config.test, keys) if config.test is not None else None
     check_weighted_labels(train, config)
     species = sorted(_elements(train))

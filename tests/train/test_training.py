@@ -159,3 +159,19 @@ def test_damaged_checkpoint_is_refused_with_a_way_out(tmp_path):
     path.write_bytes(path.read_bytes()[:300])
     with pytest.raises(ValueError, match="not a readable checkpoint file .* start without --resume"):
         load_checkpoint(path)
+
+
+def test_train_count_takes_nested_subsets_outside_the_validation_part(small_train_file, tmp_path):
+    from eqcalc.train.data import load_training_data
+
+    def positions(data_set):
+        return {s.positions.tobytes() for s in data_set.structures}
+
+    full = load_training_data(config(small_train_file, tmp_path))
+    subsets = [load_training_data(config(small_train_file, tmp_path, train_count=n)) for n in (5, 10)]
+    assert [len(s.train) for s in subsets] == [5, 10]
+    assert positions(subsets[0].train) < positions(subsets[1].train) < positions(full.train)
+    assert positions(subsets[1].valid) == positions(full.valid)
+    assert not positions(subsets[1].train) & positions(full.valid)
+    with pytest.raises(ValueError, match="train_count"):
+        load_training_data(config(small_train_file, tmp_path, train_count=100))

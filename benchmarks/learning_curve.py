@@ -1,0 +1,135 @@
+"""Learning curve on rMD17: test force MAE against the number of training structures N for
+NequIP with l_max = 0 (scalars only: an invariant network) and l_max = 1, and SchNet: the
+seeds' data-efficiency claim (seed 000, figure 8) on real DFT data.
+
+Every run trains on a seeded subset of N structures of the train file (nested: the N = 50 set
+is inside the N = 100 set, …), validates on the same 50 held-out structures and is tested on
+all 1000 test structures. Every run gets the same number of optimiser steps (``--steps``,
+batch 5, cosine schedule), so the cost per point is equal and the comparison is one of data
+efficiency at a fixed compute budget (the large-N points are the least converged).
+
+Finished runs are kept in OUTPUT/results.csv and skipped when the script is run again, so the
+curve can be built over several sessions:
+
+    OMP_NUM_THREADS=1 python benchmarks/learning_curve.py --data-dir ../shared/data/rmd17 \\
+        --molecule ethanol --output runs/learning_curve [--sizes 50 100 250 500 950] [--steps 6000]
+
+Writes OUTPUT/results.csv, OUTPUT/learning_curve.png (log-log) and OUTPUT/learning_curve.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from common import header, markdown_table  # noqa: E402
+
+from eqcalc.atomic_io import atomic_path  # noqa: E402
+from eqcalc.train.config import load_config  # noqa: E402
+from eqcalc.train.trainer import Trainer  # noqa: E402
+
+MODELS = {  # name -> (family, hyper-parameters, learning rate)
+    "NequIP l_max=0": ("nequip", {"num_features": 32, "lmax": 0, "num_layers": 4}, 0.01),
+    "NequIP l_max=1": ("nequip", {"num_features": 32, "lmax": 1, "num_layers": 4}, 0.01),
+    "SchNet": ("schnet", {"num_features": 64, "num_interactions": 3}, 1e-3),
+}
+BATCH_SIZE = 5
+COLUMNS = ["model", "n_train", "epochs", "train_minutes", "test_e_mae_meV", "test_f_mae_meV_A"]
+
+
+def read_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def append_result(path: Path, row: dict) -> None:
+    """Append one finished run (header on first write), flushed to disk before returning."""
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def train_point(name: str, n_train: int, args) -> dict:
+    family, hyper, lr = MODELS[name]
+    epochs = max(1, math.ceil(args.steps * BATCH_SIZE / n_train))
+    output = args.output / f"{name.replace(' ', '_').replace('=', '')}_N{n_train}"
+    config = load_config(overrides={
+        "train": str(args.data_dir / f"{args.molecule}_train.extxyz"),
+        "test": str(args.data_dir / f"{args.molecule}_test.extxyz"),
+        "valid_count": 50, "train_count": n_train, "seed": args.seed,
+        "model": {"family": family, "cutoff": 5.0, "hyper": hyper}, "dtype": "float32",
+        "energy_weight": 10.0, "forces_weight": 1000.0, "batch_size": BATCH_SIZE, "lr": lr,
+        "scheduler": "cosine", "warmup_epochs": max(1, epochs // 50), "max_epochs": epochs, "min_lr": lr * 1e-3,
+        "ema_decay": 0.99, "early_stopping_patience": None, "output": str(output), "progress": False,
+        "resume": (output / "checkpoint.pt").exists(),
+    })  # fmt: skip
+    start = time.perf_counter()
+    summary = Trainer(config, log=lambda message: None).fit()
+    errors = summary["test"]["all"]
+    return {
+        "model": name, "n_train": n_train, "epochs": summary["epochs"],
+        "train_minutes": f"{(time.perf_counter() - start) / 60:.1f}",
+        "test_e_mae_meV": f"{errors['e_total_mae']:.2f}", "test_f_mae_meV_A": f"{errors['f_mae']:.2f}",
+    }  # fmt: skip
+
+
+def plot(results: list[dict], path: Path, molecule: str, steps: int) -> None:
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    for name in MODELS:
+        points = sorted((int(r["n_train"]), float(r["test_f_mae_meV_A"])) for r in results if r["model"] == name)
+        if points:
+            axis.loglog(*zip(*points), "o-", label=name)
+    axis.set(xlabel="training structures N", ylabel="test force MAE (meV/Å)",
+             title=f"rMD17 {molecule}: learning curve ({steps} steps per point)")  # fmt: skip
+    axis.grid(True, which="both", lw=0.3)
+    axis.legend()
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--molecule", default="ethanol", choices=["ethanol", "aspirin"])
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--sizes", nargs="+", type=int, default=[50, 100, 250, 500, 950])
+    parser.add_argument("--steps", type=int, default=6000, help="optimiser steps per run (batch 5)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=Path("runs/learning_curve"))
+    args = parser.parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    results_path = args.output / "results.csv"
+    for n_train in args.sizes:  # small N first: the cheap points land before a session ends
+        for name in args.models:
+            if any(r["model"] == name and int(r["n_train"]) == n_train for r in read_results(results_path)):
+                continue
+            row = train_point(name, n_train, args)
+            append_result(results_path, row)
+            print(" | ".join(str(row[c]) for c in COLUMNS), flush=True)
+    results = read_results(results_path)
+    plot(results, args.output / "learning_curve.png", args.molecule, args.steps)
+    table = markdown_table(COLUMNS, [[r[c] for c in COLUMNS] for r in results])
+    text = f"# rMD17 {args.molecule} learning curve\n\n```\n{header()}\n```\n\n{table}\n"
+    (args.output / "learning_curve.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
