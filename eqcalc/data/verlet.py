@@ -10,10 +10,18 @@ from .neighbors import neighbour_list
 class VerletNeighbourList:
     """Pairs within ``cutoff + skin``, rebuilt only when they may have gone stale.
 
-    The list stays valid (it contains every pair now within ``cutoff``) as long as
-    no atom has moved more than skin/2 since it was built and the cell, pbc and
-    atomic numbers are unchanged; any of those triggers a rebuild. Callers keep
-    only the pairs currently within ``cutoff``.
+    The list must contain every pair now within ``cutoff``. Write the step since the build as
+    an affine map of the cell plus non-affine displacements: cell h → h' = h M (rows are
+    lattice vectors) and r_i → r_i M + δ_i. Every pair vector (periodic images included) then
+    maps as d' = d M + δ_j − δ_i, so a pair outside the list (|d| ≥ cutoff + skin) stays
+    outside the cutoff as long as
+
+        σ_min(M) · (cutoff + skin) − 2 max_i |δ_i| ≥ cutoff,
+
+    which is the usual "no atom moved more than skin/2" when the cell is unchanged (M = 1),
+    and lets NPT runs and cell relaxations keep the list through small cell changes. A change
+    of pbc or atomic numbers, or a change from a singular cell, triggers a rebuild. Callers
+    keep only the pairs currently within ``cutoff``.
     """
 
     def __init__(self, cutoff: float, skin: float = 0.5):
@@ -32,10 +40,18 @@ class VerletNeighbourList:
         ref_positions, ref_cell, ref_pbc, ref_numbers = self._reference
         if positions.shape != ref_positions.shape or not np.array_equal(numbers, ref_numbers):
             return True
-        if not np.array_equal(cell, ref_cell) or not np.array_equal(pbc, ref_pbc):
+        if not np.array_equal(pbc, ref_pbc):
             return True
-        max_sq = np.einsum("ij,ij->i", positions - ref_positions, positions - ref_positions).max(initial=0.0)
-        return bool(max_sq > (0.5 * self.skin) ** 2)
+        if np.array_equal(cell, ref_cell):
+            displacements, shrink = positions - ref_positions, 1.0
+        else:
+            if abs(np.linalg.det(ref_cell)) < 1e-9:
+                return True
+            deformation = np.linalg.solve(ref_cell, cell)  # M with h' = h M
+            displacements = positions - ref_positions @ deformation
+            shrink = np.linalg.svd(deformation, compute_uv=False).min()
+        max_displacement = np.sqrt(np.einsum("ij,ij->i", displacements, displacements).max(initial=0.0))
+        return bool(shrink * (self.cutoff + self.skin) - 2.0 * max_displacement < self.cutoff)
 
     def update(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, numbers: np.ndarray) -> bool:
         """Rebuild if stale; return whether it rebuilt. Afterwards ``edge_index``/``shifts`` hold the list."""

@@ -88,3 +88,31 @@ def test_batch_offsets_atoms_and_structures():
     # edges never connect different structures
     assert torch.equal(batch.batch[batch.edge_index[0]], batch.batch[batch.edge_index[1]])
     assert batch.cell.shape == (3, 3, 3) and batch.positions.dtype == torch.float64
+
+
+def test_skin_list_survives_small_cell_changes_and_stays_complete():
+    """NPT-like steps (small random cell strains with the atoms scaled, plus thermal jitter): the
+    reused list, cut at the cutoff, equals a fresh build at every step, with far fewer rebuilds;
+    a large strain forces a rebuild."""
+    from eqcalc.data.verlet import VerletNeighbourList
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    atoms.rattle(0.05, seed=0)
+    cutoff, rng = 4.0, np.random.default_rng(1)
+    verlet = VerletNeighbourList(cutoff, skin=0.6)
+    for step in range(150):
+        strain = rng.normal(scale=4e-3, size=(3, 3))
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.5 * (strain + strain.T)), scale_atoms=True)
+        atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+        positions, cell = atoms.positions, atoms.cell.array
+        verlet.update(positions, cell, atoms.pbc, atoms.numbers)
+        i, j = verlet.edge_index
+        vectors = positions[j] - positions[i] + verlet.shifts @ cell
+        keep = np.linalg.norm(vectors, axis=1) < cutoff
+        fresh = neighbour_list(positions, cell, atoms.pbc, cutoff)
+        assert edge_set(i[keep], j[keep], verlet.shifts[keep]) == edge_set(*fresh[0], fresh[1]), step
+    assert verlet.num_builds < 50
+    builds = verlet.num_builds
+    atoms.set_cell(atoms.cell.array * 0.9, scale_atoms=True)
+    assert verlet.update(atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)
+    assert verlet.num_builds == builds + 1
