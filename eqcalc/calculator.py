@@ -126,13 +126,11 @@ class EquivariantCalculator(Calculator):
     def _evaluate(self, atoms, chunk: Chunk, shifts: np.ndarray, stress: bool) -> dict[str, np.ndarray]:
         """Per-atom energies (eV), forces (eV/Å) and stress (eV/Å³) of one chunk's owned atoms,
         forces and stress as the derivatives of the owned atoms' energies only."""
-        graph = structure_graph(
-            atoms.positions[chunk.atoms], atoms.numbers[chunk.atoms], atoms.cell.array, atoms.pbc,
-            chunk.edge_index, shifts[chunk.edges],
-        ).to(self.device)  # fmt: skip
-        counted = None
-        if chunk.num_owned < len(chunk.atoms):
+        positions, numbers, counted = atoms.positions, atoms.numbers, None
+        if chunk.num_owned < len(atoms):  # a piece: gather its atoms, count only the owned ones
+            positions, numbers, shifts = positions[chunk.atoms], numbers[chunk.atoms], shifts[chunk.edges]
             counted = torch.arange(len(chunk.atoms), device=self.device) < chunk.num_owned
+        graph = structure_graph(positions, numbers, atoms.cell.array, atoms.pbc, chunk.edge_index, shifts).to(self.device)
         results = compute_properties(self.model, graph, forces=True, stress=stress, counted=counted)
         return {key: value.detach().cpu().numpy() for key, value in results.items()}
 
