@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from common import header, markdown_table  # noqa: E402
+from common import append_csv_row, header, markdown_table  # noqa: E402
 
 from eqcalc.atomic_io import atomic_path  # noqa: E402
 from eqcalc.train.config import load_config  # noqa: E402
@@ -51,18 +50,6 @@ def read_results(path: Path) -> list[dict]:
         return []
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def append_result(path: Path, row: dict) -> None:
-    """Append one finished run (header on first write), flushed to disk before returning."""
-    new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def train_point(name: str, n_train: int, args) -> dict:
@@ -121,7 +108,7 @@ def main() -> None:
             if any(r["model"] == name and int(r["n_train"]) == n_train for r in read_results(results_path)):
                 continue
             row = train_point(name, n_train, args)
-            append_result(results_path, row)
+            append_csv_row(results_path, COLUMNS, row)
             print(" | ".join(str(row[c]) for c in COLUMNS), flush=True)
     results = read_results(results_path)
     plot(results, args.output / "learning_curve.png", args.molecule, args.steps)

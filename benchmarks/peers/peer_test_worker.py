@@ -1,0 +1,60 @@
+"""Test errors of a trained MACE or NequIP model through the package's own ASE calculator; runs in
+the peer's venv (benchmarks/peers/.venv/<peer>), called by train_peers.py.
+
+    python peer_test_worker.py mace   MODEL_FILE TEST_EXTXYZ    # file written by mace_run_train
+    python peer_test_worker.py nequip CKPT_FILE  TEST_EXTXYZ    # Lightning checkpoint of nequip-train
+
+Reads the reference labels from ``REF_energy`` (info, eV) and ``REF_forces`` (arrays, eV/Å) and
+prints one JSON line: energy_mae_mev (meV per structure), forces_mae_mev (meV/Å per force
+component), params, structures.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import ase.io
+import numpy as np
+
+
+def mace_calculator(path: str):
+    from mace.calculators import MACECalculator
+
+    return MACECalculator(model_paths=path, device="cpu", default_dtype="float32")
+
+
+def nequip_calculator(path: str):
+    from nequip.integrations.ase import NequIPCalculator
+
+    # nequip's loader for checkpoint and package files (EMA weights when trained with EMA), eager mode
+    return NequIPCalculator._from_saved_model(path, device="cpu")
+
+
+def parameter_count(calc) -> int:
+    models = calc.models if hasattr(calc, "models") else [calc.model]
+    return int(sum(p.numel() for p in models[0].parameters()))
+
+
+def main() -> int:
+    peer, model_path, test_path = sys.argv[1:4]
+    calc = {"mace": mace_calculator, "nequip": nequip_calculator}[peer](model_path)
+    energy_errors, force_errors = [], []
+    for atoms in ase.io.read(test_path, index=":"):
+        reference_energy = float(atoms.info["REF_energy"])
+        reference_forces = np.asarray(atoms.arrays["REF_forces"])
+        atoms.calc = calc
+        energy_errors.append(atoms.get_potential_energy() - reference_energy)
+        force_errors.append((atoms.get_forces() - reference_forces).ravel())
+    result = {
+        "energy_mae_mev": 1000.0 * float(np.mean(np.abs(energy_errors))),
+        "forces_mae_mev": 1000.0 * float(np.mean(np.abs(np.concatenate(force_errors)))),
+        "params": parameter_count(calc),
+        "structures": len(energy_errors),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
