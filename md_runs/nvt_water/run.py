@@ -1,6 +1,9 @@
-"""NVT liquid water: 64 H₂O (192 atoms, periodic 12.42 Å box, 1.0 g/cm³) at 300 K, Langevin,
-0.5 fs, with the PaiNN model trained on the DFT water frames in ../shared/data/water
-(configs/benchmarks/water_painn.yaml; the trained file ships here as model.pt).
+"""NVT liquid water: 64 H₂O (192 atoms, periodic 12.445 Å box) at 300 K, Langevin, 0.5 fs, with
+the PaiNN model trained on the DFT water frames in ../shared/data/water
+(configs/benchmarks/water_painn.yaml; the trained file ships here as model.pt). The run starts
+from the first DFT frame (start.extxyz: positions and cell only; DeePMD-kit example data,
+LGPL-3.0), a liquid configuration, rather than from a built lattice of molecules, which starts
+far from equilibrium and out of the training distribution.
 
 Run from the repository root:  python md_runs/nvt_water/run.py [--steps 10000 --equilibration 2000]
 Writes md_runs/nvt_water/run/ (config, log.csv, energy/temperature plots; the trajectory is
@@ -20,8 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-from eqcalc.data.structures import water_box  # noqa: E402
+from ase.io import read  # noqa: E402
 from eqcalc.md import run  # noqa: E402
 from eqcalc.md.trajectory import read_trajectory  # noqa: E402
 
@@ -65,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     folder = HERE / "run"
-    result = run(water_box(), HERE / "model.pt", ensemble="nvt", thermostat="langevin", timestep=0.5,
+    result = run(read(HERE / "start.extxyz"), HERE / "model.pt", ensemble="nvt", thermostat="langevin", timestep=0.5,
                  steps=args.steps, temperature=300.0, friction=0.01, seed=0, log_interval=20, traj_interval=20,
                  output=folder, overwrite=True, progress=False)  # fmt: skip
     if result.stop_reason:
