@@ -10,7 +10,8 @@ Run from the repository root:  python md_runs/si_cell_relax/run.py
 Starts from compressed (a = 5.25 Å) and expanded (a = 5.70 Å) 8-atom cells with rattled atoms,
 relaxes atoms and cell (FrechetCellFilter, BFGS, fmax 1e-3 eV/Å), and compares the model's
 energy and pressure along the DFT uniaxial-strain path. Writes relax_*/ (relaxed structure and
-optimisation trajectory), uniaxial_strain.png and results.md.
+optimisation trajectory, log.csv of energy, force, lattice constant and pressure per step),
+uniaxial_strain.png and results.md.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from ase import units  # noqa: E402
 from ase.build import bulk  # noqa: E402
+from ase.io import read  # noqa: E402
 
 from eqcalc import EquivariantCalculator  # noqa: E402
 from eqcalc.md import relax  # noqa: E402
@@ -44,6 +47,19 @@ def uniaxial_cell(a_x: float) -> "bulk":
     return atoms
 
 
+def write_relaxation_log(folder: Path) -> None:
+    """folder/log.csv from the optimisation trajectory: step, energy (eV), largest force (eV/Å),
+    cubic-equivalent lattice constant V^(1/3) of the 8-atom cell (Å), pressure (GPa)."""
+    with open(folder / "log.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "energy_eV", "max_force_eV_A", "a_A", "pressure_GPa"])
+        for step, atoms in enumerate(read(folder / "relax_trajectory.extxyz", ":")):
+            pressure = -atoms.get_stress()[:3].mean() / units.GPa
+            max_force = np.linalg.norm(atoms.get_forces(), axis=1).max()
+            writer.writerow([step, f"{atoms.get_potential_energy():.6f}", f"{max_force:.2e}",
+                             f"{atoms.get_volume() ** (1 / 3):.5f}", f"{pressure:+.4f}"])  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
@@ -57,6 +73,7 @@ def main() -> None:
         start.rattle(stdev=0.05, seed=1)
         result = relax(start, model, cell=True, fmax=1e-3, steps=1000, output=HERE / f"relax_{name}",
                        overwrite=True, dtype=args.dtype)  # fmt: skip
+        write_relaxation_log(HERE / f"relax_{name}")
         lengths_angles = result.atoms.cell.cellpar()
         relaxed[name] = (a, result, lengths_angles, result.atoms.get_volume() ** (1 / 3))
 
@@ -68,7 +85,7 @@ def main() -> None:
         atoms = uniaxial_cell(row["a_x_A"])
         atoms.calc = calc
         model_energy.append(atoms.get_potential_energy() / len(atoms))
-        model_pressure.append(-atoms.get_stress()[:3].mean() / 1e9 * 1.602176634e11)
+        model_pressure.append(-atoms.get_stress()[:3].mean() / units.GPa)
     strain = np.array([row["strain_xx"] for row in dft])
     dft_energy = np.array([row["energy_per_atom_eV"] for row in dft])
     dft_pressure = np.array([row["pressure_GPa"] for row in dft])
