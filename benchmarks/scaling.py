@@ -12,9 +12,13 @@ A case whose cost, extrapolated from the largest size already measured, would ex
 memory or time limit is skipped and listed as such instead of run.
 
     python benchmarks/scaling.py [--families schnet nequip] [--repeats 1 2 3 4 5] [--threads 2] [--label X]
+        [--keep-freed-memory] [--max-edges auto|none|N] [--max-case-gib 6]
 
 Cases run under the caller's environment, so glibc malloc settings (MALLOC_MMAP_MAX_=0 …)
-apply to them; the report lists any MALLOC_* variables.
+apply to them; the report lists any MALLOC_* variables. ``--keep-freed-memory`` makes the same
+switch from inside each case (eqcalc.memory.keep_freed_memory). ``--max-edges`` is passed to the
+calculator (default auto: structures too large for memory are evaluated in chunks; the table
+says how many); raise ``--max-case-gib`` to let such cases run.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DISPLACEMENT_RMS = 0.01  # Å, per timed call
-MAX_CASE_KIB = 6 * 1024**2  # skip a case whose extrapolated peak memory exceeds this
 MAX_CASE_SECONDS = 240.0  # skip a case whose extrapolated wall time exceeds this
 LARGE_SYSTEM = 5000  # atoms from which fewer timed calls are made
 WARMUP_SECONDS = 3.0  # keep warming up (up to MAX_WARMUP calls) until this much time is spent
@@ -44,20 +47,23 @@ def timed_calls(num_atoms: int) -> int:
     return 3 if num_atoms >= LARGE_SYSTEM else 5
 
 
-def measure_case(family: str, repeat: int, threads: int) -> dict:
+def measure_case(family: str, repeat: int, threads: int, keep_memory: bool, max_edges: int | str | None) -> dict:
     """Run one case in this process and return its measurements (call in a fresh process)."""
     import numpy as np
     import torch
 
     import eqcalc
     from eqcalc.data.structures import water_box
+    from eqcalc.memory import keep_freed_memory
 
     torch.set_num_threads(threads)
+    if keep_memory:
+        keep_freed_memory()
     rss_after_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     start = time.perf_counter()
     torch.manual_seed(0)
     model = eqcalc.build_model(family, species=[1, 8], cutoff=5.0)
-    calc = eqcalc.EquivariantCalculator(model, dtype="float32")
+    calc = eqcalc.EquivariantCalculator(model, dtype="float32", max_edges=max_edges)
     atoms = water_box(repeat)
     properties = ["energy", "forces", "stress"]
     rng = np.random.default_rng(0)
@@ -84,6 +90,7 @@ def measure_case(family: str, repeat: int, threads: int) -> dict:
         "atoms": len(atoms),
         "edges": int(calc.neighbours.edge_index.shape[1]),
         "params": sum(p.numel() for p in calc.model.parameters()),
+        "chunks": calc.num_chunks,
         "ms_per_call": 1e3 * float(np.median(times)),
         "calls": len(times),
         "warmup_calls": warmup_calls,
@@ -93,10 +100,11 @@ def measure_case(family: str, repeat: int, threads: int) -> dict:
     }
 
 
-def run_in_subprocess(family: str, repeat: int, threads: int, timeout: float) -> dict:
-    """``measure_case`` in a fresh interpreter with ``threads`` intra-op threads."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    command = [sys.executable, __file__, "--case", family, str(repeat), "--threads", str(threads)]
+def run_in_subprocess(family: str, repeat: int, args: argparse.Namespace, timeout: float) -> dict:
+    """``measure_case`` in a fresh interpreter with the options of ``args``."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    command = [sys.executable, __file__, "--case", family, str(repeat), "--threads", str(args.threads),
+               "--max-edges", str(args.max_edges)] + (["--keep-freed-memory"] if args.keep_freed_memory else [])
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"case {family} repeat {repeat} failed:\n{done.stderr}")
@@ -152,10 +160,16 @@ def main() -> None:
     parser.add_argument("--repeats", nargs="+", type=int, default=[1, 2, 3, 4, 5], help="water_box repeats")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--label", default="", help="appended to the output file names, e.g. _malloc-reuse")
+    parser.add_argument("--keep-freed-memory", action="store_true", help="glibc keeps freed memory (see above)")
+    parser.add_argument("--max-edges", default="auto", help="calculator max_edges: auto, none or a number")
+    parser.add_argument("--max-case-gib", type=float, default=6.0, help="skip cases expected to need more memory")
     parser.add_argument("--case", nargs=2, metavar=("FAMILY", "REPEAT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    max_edges = {"auto": "auto", "none": None}.get(args.max_edges.lower())
+    if max_edges is None and args.max_edges.lower() != "none":
+        max_edges = int(args.max_edges)
     if args.case:
-        print(json.dumps(measure_case(args.case[0], int(args.case[1]), args.threads)))
+        print(json.dumps(measure_case(args.case[0], int(args.case[1]), args.threads, args.keep_freed_memory, max_edges)))
         return
 
     import torch
@@ -170,22 +184,22 @@ def main() -> None:
             num_atoms = 192 * repeat**3
             if measured:
                 seconds, kib = extrapolate(measured, num_atoms)
-                if seconds > MAX_CASE_SECONDS or kib > MAX_CASE_KIB:
+                if seconds > MAX_CASE_SECONDS or kib > args.max_case_gib * 1024**2:
                     reason = f"skipped: expected {seconds:.0f} s, {kib / 1024**2:.1f} GiB"
-                    rows.append([family, f"{num_atoms:,}", "", reason, "", "", "", "", ""])
+                    rows.append([family, f"{num_atoms:,}", "", reason, "", "", "", "", "", ""])
                     print(" | ".join(rows[-1]), flush=True)
                     continue
-            case = run_in_subprocess(family, repeat, args.threads, timeout=2 * MAX_CASE_SECONDS)
+            case = run_in_subprocess(family, repeat, args, timeout=2 * MAX_CASE_SECONDS)
             measured.append(case)
             rows.append(
                 [family, f"{num_atoms:,}", f"{case['edges'] / num_atoms:.1f}", f"{case['ms_per_call']:,.1f}",
                  f"{1e3 * case['ms_per_call'] / num_atoms:.1f}", f"{case['warmup_calls']} + {case['calls']}",
                  f"{case['first_neighbour_ms']:,.1f}", f"{case['peak_kib'] / 1024:,.0f}",
-                 f"{case['peak_kib'] / num_atoms:.1f}"]
+                 f"{case['peak_kib'] / num_atoms:.1f}", str(case["chunks"])]
             )
             print(" | ".join(rows[-1]), flush=True)
     columns = ["family", "atoms", "edges/atom (skin list)", "ms/call", "µs/atom", "warm-up + timed calls",
-               "first NL build ms", "peak RSS MiB", "KiB/atom"]
+               "first NL build ms", "peak RSS MiB", "KiB/atom", "chunks"]
     stamp = date.today().isoformat() + args.label
     malloc_env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_"))
     RESULTS.mkdir(exist_ok=True)
@@ -193,7 +207,8 @@ def main() -> None:
     report = "\n".join(
         [
             header(),
-            f"environment: {malloc_env or 'no MALLOC_* variables (glibc malloc defaults)'}",
+            f"environment: {malloc_env or 'no MALLOC_* variables (glibc malloc defaults)'}; "
+            f"keep_freed_memory: {args.keep_freed_memory}; calculator max_edges: {args.max_edges}",
             f"energy+forces+stress, float32, cutoff 5 Å, skin 0.5 Å, species [1, 8], default hyperparameters; "
             f"median of the timed calls after the warm-up calls, {DISPLACEMENT_RMS} Å rms displacement "
             "before each; each case in a fresh process; memory = peak RSS − peak RSS after imports",
