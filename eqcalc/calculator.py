@@ -27,6 +27,11 @@ CALIBRATION_EDGES = 50_000  # size of the subgraph whose peak memory gives the b
 MEMORY_FRACTION = 0.5  # share of the free memory one evaluation may use
 
 
+def _grouping_positions(atoms) -> np.ndarray:
+    """Positions for grouping atoms into compact chunks: wrapped into the cell when periodic."""
+    return atoms.get_positions(wrap=True) if atoms.pbc.any() else atoms.positions
+
+
 def has_stress(atoms) -> bool:
     """Whether ``atoms`` has a stress (a periodic direction and a cell of non-zero volume)."""
     return stress_defined(atoms.cell.array, atoms.pbc)
@@ -140,26 +145,40 @@ class EquivariantCalculator(Calculator):
         if limit is None or edge_index.shape[1] <= limit:
             everything = np.arange(len(atoms))
             return [Chunk(everything, len(atoms), np.arange(edge_index.shape[1]), edge_index)]
-        positions = atoms.get_positions(wrap=True) if atoms.pbc.any() else atoms.positions
-        return plan_chunks(positions, edge_index, self.model.message_passing_hops, limit)
+        try:
+            return plan_chunks(_grouping_positions(atoms), edge_index, self.model.message_passing_hops, limit)
+        except ValueError as error:
+            if self.max_edges != "auto":
+                raise
+            raise MemoryError(
+                f"{len(atoms)} atoms with {edge_index.shape[1]} edges need more memory than is free even in "
+                f"chunks ({error}). Free memory, use a smaller model or cutoff, or set max_edges yourself."
+            ) from error
 
     def _edge_limit(self, atoms, edge_index: np.ndarray, shifts: np.ndarray) -> int | None:
-        """max_edges, or with "auto" the edges that fit in MEMORY_FRACTION of the free memory."""
+        """max_edges, or with "auto" the edges that fit in MEMORY_FRACTION of the free memory
+        (None: no limit known, evaluate whole)."""
         if self.max_edges != "auto":
             return self.max_edges
         if edge_index.shape[1] <= AUTO_CHUNK_CHECK_EDGES:
             return None
         free = available_bytes(self.device)
         if self.bytes_per_edge is None and free is not None:
-            positions = atoms.get_positions(wrap=True) if atoms.pbc.any() else atoms.positions
-            sample = plan_chunks(positions, edge_index, self.model.message_passing_hops, CALIBRATION_EDGES)[0]
-            with measure_peak(self.device) as peak:
-                self._evaluate(atoms, sample, shifts, has_stress(atoms))
-            if peak.bytes:
-                self.bytes_per_edge = peak.bytes / len(sample.edges)
+            self.bytes_per_edge = self._measure_bytes_per_edge(atoms, edge_index, shifts)
         if free is None or self.bytes_per_edge is None:
             return None
         return max(int(MEMORY_FRACTION * free / self.bytes_per_edge), CALIBRATION_EDGES)
+
+    def _measure_bytes_per_edge(self, atoms, edge_index: np.ndarray, shifts: np.ndarray) -> float | None:
+        """Peak memory per edge of evaluating one ~CALIBRATION_EDGES piece, or None if unmeasurable."""
+        hops = self.model.message_passing_hops
+        try:
+            sample = plan_chunks(_grouping_positions(atoms), edge_index, hops, CALIBRATION_EDGES)[0]
+        except ValueError:  # even one atom's neighbourhood is larger than the sample size
+            return None
+        with measure_peak(self.device) as peak:
+            self._evaluate(atoms, sample, shifts, has_stress(atoms))
+        return peak.bytes / len(sample.edges) if peak.bytes else None
 
     def _edges_within_cutoff(self, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Edges of the skin list that lie within the cutoff now; checks for overlapping atoms."""

@@ -118,3 +118,18 @@ def test_auto_limit_measures_memory_and_chunks_when_free_memory_is_short(monkeyp
     assert calc.num_chunks > 1
     np.testing.assert_allclose(pieces["forces"], reference["forces"], atol=1e-10)
     np.testing.assert_allclose(pieces["energy"], reference["energy"], rtol=1e-13)
+
+
+def test_auto_mode_says_when_even_chunks_do_not_fit(monkeypatch):
+    import eqcalc.calculator as calculator
+
+    model = small_model("schnet")
+    atoms = rattled_water()
+    monkeypatch.setattr(calculator, "AUTO_CHUNK_CHECK_EDGES", 10)
+    monkeypatch.setattr(calculator, "CALIBRATION_EDGES", 5)
+    monkeypatch.setattr(calculator, "available_bytes", lambda device: 1)
+    calc = EquivariantCalculator(model)
+    calc.bytes_per_edge = 1e6  # as if measured: nothing fits in 1 byte
+    atoms.calc = calc
+    with pytest.raises(MemoryError, match="need more memory than is free even in chunks"):
+        atoms.get_potential_energy()
