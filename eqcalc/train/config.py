@@ -63,6 +63,11 @@ class TrainConfig:
     energy_weight: float = _option(1.0, "weight of the energy-per-atom MSE, (eV/atom)^-2")
     forces_weight: float = _option(10.0, "weight of the force-component MSE, (eV/Å)^-2")
     stress_weight: float = _option(1.0, "weight of the stress-component MSE, (eV/Å^3)^-2")
+    stage_two_epoch: Union[int, None] = _option(
+        None, "from this epoch on (counted from 0) use the stage-two weights; the best model is chosen among those epochs (null: one stage)"
+    )
+    stage_two_energy_weight: float = _option(1000.0, "stage two: weight of the energy-per-atom MSE, (eV/atom)^-2")
+    stage_two_forces_weight: float = _option(100.0, "stage two: weight of the force-component MSE, (eV/Å)^-2")
     loss: Literal["mse", "huber"] = _option("mse", "mse or huber (per component)")
     huber_delta: float = _option(0.01, "Huber transition point in the label's units")
     # optimisation
@@ -128,7 +133,8 @@ class TrainConfig:
         for name, ok, wanted in rules:
             if not ok:
                 raise ValueError(f"{name} must be {wanted}.")
-        for name in ("energy_weight", "forces_weight", "stress_weight", "weight_decay", "warmup_epochs"):
+        for name in ("energy_weight", "forces_weight", "stress_weight", "stage_two_energy_weight",
+                     "stage_two_forces_weight", "weight_decay", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0.")
         if self.train is None:

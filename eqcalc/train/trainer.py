@@ -116,9 +116,7 @@ class Trainer:
             model = model_from_payload(checkpoint["model"])
         self.model = model.to(device=self.device, dtype=resolve_dtype(config.dtype))
         self.context.broadcast_parameters(self.model)
-        self.loss_fn = WeightedLoss(
-            config.energy_weight, config.forces_weight, config.stress_weight, config.loss, config.huber_delta
-        )
+        self.loss_fn = self.loss_for_epoch(0)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad
         )
@@ -202,6 +200,15 @@ class Trainer:
 
     # ------------------------------------------------------------ steps
 
+    def loss_for_epoch(self, epoch: int) -> WeightedLoss:
+        """The loss of ``epoch``: the stage-two energy/force weights from ``stage_two_epoch`` on
+        (MACE's recipe: a last stretch that weights energies far more), else the first-stage ones."""
+        config = self.config
+        stage_two = config.stage_two_epoch is not None and epoch >= config.stage_two_epoch
+        energy = config.stage_two_energy_weight if stage_two else config.energy_weight
+        forces = config.stage_two_forces_weight if stage_two else config.forces_weight
+        return WeightedLoss(energy, forces, config.stress_weight, config.loss, config.huber_delta)
+
     def compute_gradients(self, graph: AtomicGraph, labels: Labels) -> torch.Tensor:
         """Loss of one (per-process) batch and its gradient, averaged over processes.
 
@@ -214,7 +221,7 @@ class Trainer:
         stress = self.config.stress_weight > 0 and bool(labels.has_stress.any())
         self.optimizer.zero_grad(set_to_none=True)
         predicted = compute_properties(
-            self.model, graph, forces=self.config.forces_weight > 0, stress=stress, training=True
+            self.model, graph, forces=self.loss_fn.forces_weight > 0, stress=stress, training=True
         )
         loss = self.loss_fn(predicted, labels, counts, scale=self.context.world_size)
         loss.backward()
@@ -292,6 +299,11 @@ class Trainer:
             if patience is not None and self.epochs_without_improvement >= patience:
                 break
             start = time.perf_counter()
+            self.loss_fn = self.loss_for_epoch(epoch)
+            if epoch == config.stage_two_epoch:  # a new loss: the best model is chosen among stage-two epochs
+                self.best_valid_loss, self.epochs_without_improvement = math.inf, 0
+                self.log(f"Stage two from epoch {epoch + 1}: energy weight {config.stage_two_energy_weight:g}, "
+                         f"forces weight {config.stage_two_forces_weight:g}.")
             lr = self.schedule.lr(epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr

@@ -175,3 +175,23 @@ def test_train_count_takes_nested_subsets_outside_the_validation_part(small_trai
     assert not positions(subsets[1].train) & positions(full.valid)
     with pytest.raises(ValueError, match="train_count"):
         load_training_data(config(small_train_file, tmp_path, train_count=100))
+
+
+def test_stage_two_switches_weights_resumes_exactly_and_picks_its_best(tmp_path, small_train_file):
+    """Energy-heavy stage two from epoch 2 (0-based): a run split exactly at the switch equals the
+    straight run, the loss is the stage-two one afterwards, and the best model is a stage-two epoch."""
+    # stage-two losses far above stage-one ones: only the reset at the switch lets a stage-two epoch be best
+    options = dict(stage_two_epoch=2, stage_two_energy_weight=1e5, stage_two_forces_weight=1.0, scheduler="none")
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    trainer = Trainer(config(small_train_file, straight, max_epochs=4, **options), log=lambda m: None)
+    trainer.fit()
+    assert (trainer.loss_fn.energy_weight, trainer.loss_fn.forces_weight) == (1e5, 1.0)
+    Trainer(config(small_train_file, split, max_epochs=2, **options), log=lambda m: None).fit()
+    Trainer(config(small_train_file, split, max_epochs=4, resume=True, **options), log=lambda m: None).fit()
+    rows_a, rows_b = metrics(straight), metrics(split)
+    for ra, rb in zip(rows_a, rows_b):
+        assert float(ra["valid_loss"]) == pytest.approx(float(rb["valid_loss"]), rel=1e-10)
+    stage_two_losses = [float(r["valid_loss"]) for r in rows_a[2:]]
+    assert trainer.best_valid_loss == pytest.approx(min(stage_two_losses), rel=1e-12)
+    resumed = torch.load(split / "checkpoint.pt", weights_only=True)
+    assert resumed["best_valid_loss"] == pytest.approx(min(stage_two_losses), rel=1e-12)
