@@ -112,6 +112,7 @@ class ProductBasis(ExactCoefficients):
             bases.append((irreps_next, basis.reshape(basis.shape[0], -1)))
         self.dim_a = dim_a
         self.out_dims = [ir.dim for _, ir in self.irreps_out]
+        self.a_block_sizes = [mul * ir.dim for mul, ir in self.irreps_a]  # plain ints for forward
         self.weights = nn.ParameterList()
         for order, (irreps_b, basis) in enumerate(bases, start=1):
             b_slices = per_channel_slices(irreps_b)
@@ -132,7 +133,7 @@ class ProductBasis(ExactCoefficients):
     def forward(self, atomic_basis: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """atomic_basis (N, irreps_a.dim), species (N,) -> (N, irreps_out.dim)."""
         n = atomic_basis.shape[0]
-        blocks = atomic_basis.split([mul * ir.dim for mul, ir in self.irreps_a], dim=1)
+        blocks = atomic_basis.split(self.a_block_sizes, dim=1)
         a = torch.cat([b.reshape(n, self.channels, -1) for b in blocks], dim=2)  # (N, C, dim_a)
         order = torch.argsort(species)
         counts = torch.bincount(species, minlength=len(self.weights[0])).tolist()

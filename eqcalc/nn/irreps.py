@@ -154,6 +154,7 @@ class EdgeEmbedding(nn.Module):
         self.basis = BesselBasis(cutoff, num_basis, trainable=True)
         self.envelope = PolynomialCutoff(cutoff, p=6)
         self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
+        self.sh_degrees = list(range(lmax + 1))  # plain ints in forward: torch.compile cannot guard on Irreps
 
     def forward(self, edge_vectors: torch.Tensor, slots: NeighbourSlots) -> tuple[torch.Tensor, torch.Tensor]:
         """edge_vectors (E, 3) Å -> radial (N·D, num_basis), sh (N·D, irreps_sh.dim) per slot."""
@@ -161,7 +162,7 @@ class EdgeEmbedding(nn.Module):
         vectors = slots.pad(edge_vectors, outside)
         distances = torch.linalg.vector_norm(vectors, dim=-1)
         radial = self.basis(distances) * self.envelope(distances)[:, None]
-        sh = o3.spherical_harmonics(self.irreps_sh, vectors, normalize=True, normalization="component")
+        sh = o3.spherical_harmonics(self.sh_degrees, vectors, normalize=True, normalization="component")
         return radial, sh
 
 

@@ -95,6 +95,10 @@ class ConvolutionProduct(ExactCoefficients):
             ir1, ir2, ir_out = self.irreps_in1[i1].ir, self.irreps_in2[i2].ir, self.irreps_out[i_out].ir
             coefficients = path_coefficients(ir1.l, ir2.l, ir_out.l).permute(1, 0, 2)  # (d2, d1, d)
             self.register_coefficients(f"coefficients_{k}", coefficients.reshape(ir2.dim, -1))
+        # plain ints for forward (torch.compile cannot guard on e3nn Irreps objects)
+        self.block_sizes_in1 = [self.channels * ir.dim for _, ir in self.irreps_in1]
+        self.block_sizes_in2 = [ir.dim for _, ir in self.irreps_in2]
+        self.path_dims = [(self.irreps_in1[p.i_in1].ir.dim, self.irreps_out[p.i_out].ir.dim) for p in self.paths]
 
     @property
     def num_paths(self) -> int:
@@ -106,12 +110,11 @@ class ConvolutionProduct(ExactCoefficients):
         """features (N, irreps_in.dim); per neighbour slot of ``slots``: sh (N·D, irreps_sh.dim),
         weights one (N·D, C) tensor per path -> (N, irreps_out.dim)."""
         n, width, channels = slots.num_nodes, slots.width, self.channels
-        blocks = features.split([channels * ir.dim for _, ir in self.irreps_in1], dim=1)
-        sh_blocks = sh.split([ir.dim for _, ir in self.irreps_in2], dim=1)
+        blocks = features.split(self.block_sizes_in1, dim=1)
+        sh_blocks = sh.split(self.block_sizes_in2, dim=1)
         gathered = {}  # input block -> (N, D, d1, C) neighbour features
         outputs = []
-        for k, ((i1, i2, i_out), w) in enumerate(zip(self.paths, weights)):
-            d1, d_out = self.irreps_in1[i1].ir.dim, self.irreps_out[i_out].ir.dim
+        for k, ((i1, i2, _), (d1, d_out), w) in enumerate(zip(self.paths, self.path_dims, weights)):
             if i1 not in gathered:
                 x = blocks[i1].reshape(-1, channels, d1).transpose(1, 2).contiguous()
                 gathered[i1] = x.index_select(0, slots.neighbour_of_slot).view(n, width, d1, channels)
