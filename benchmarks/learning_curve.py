@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import time
 from pathlib import Path
@@ -76,6 +77,19 @@ def train_point(name: str, n_train: int, args) -> dict:
     }  # fmt: skip
 
 
+def check_same_protocol(args) -> None:
+    """Finished points are only reused by a run of the same protocol: OUTPUT/protocol.json records
+    molecule, steps and seed, and a different one is refused (use another --output)."""
+    protocol = {"molecule": args.molecule, "steps": args.steps, "seed": args.seed}
+    path = args.output / "protocol.json"
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        if recorded != protocol:
+            raise SystemExit(f"{args.output} holds a learning curve for {recorded}, not {protocol}: choose another --output.")
+    else:
+        path.write_text(json.dumps(protocol) + "\n")
+
+
 def plot(results: list[dict], path: Path, molecule: str, steps: int) -> None:
     figure, axis = plt.subplots(figsize=(6, 4.5))
     for name in MODELS:
@@ -102,6 +116,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("runs/learning_curve"))
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
+    check_same_protocol(args)
     results_path = args.output / "results.csv"
     for n_train in args.sizes:  # small N first: the cheap points land before a session ends
         for name in args.models:

@@ -84,7 +84,7 @@ class EquivariantCalculator(Calculator):
         if not (max_edges in (None, "auto") or (isinstance(max_edges, int) and max_edges > 0)):
             raise ValueError(f"max_edges must be a positive integer, 'auto' or None, got {max_edges!r}.")
         self.max_edges = max_edges
-        self.bytes_per_edge: float | None = None  # measured on first need when max_edges="auto"
+        self.bytes_per_edge: float | None = None  # measured on first need with "auto"; nan: unmeasurable
         self.num_chunks = 1  # chunks the last calculation used
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
@@ -164,18 +164,24 @@ class EquivariantCalculator(Calculator):
             return None
         free = available_bytes(self.device)
         if self.bytes_per_edge is None and free is not None:
-            self.bytes_per_edge = self._measure_bytes_per_edge(atoms, edge_index, shifts)
-        if free is None or self.bytes_per_edge is None:
+            measured = self._measure_bytes_per_edge(atoms, edge_index, shifts)
+            self.bytes_per_edge = math.nan if measured is None else measured  # nan: tried, unmeasurable
+        if free is None or self.bytes_per_edge is None or math.isnan(self.bytes_per_edge):
             return None
         return max(int(MEMORY_FRACTION * free / self.bytes_per_edge), CALIBRATION_EDGES)
 
     def _measure_bytes_per_edge(self, atoms, edge_index: np.ndarray, shifts: np.ndarray) -> float | None:
-        """Peak memory per edge of evaluating one ~CALIBRATION_EDGES piece, or None if unmeasurable."""
+        """Peak memory per edge of evaluating the largest ~CALIBRATION_EDGES piece (measured on a
+        second evaluation, so one-off set-up costs are left out), or None if unmeasurable."""
         hops = self.model.message_passing_hops
         try:
-            sample = plan_chunks(_grouping_positions(atoms), edge_index, hops, CALIBRATION_EDGES)[0]
+            pieces = plan_chunks(_grouping_positions(atoms), edge_index, hops, CALIBRATION_EDGES)
         except ValueError:  # even one atom's neighbourhood is larger than the sample size
             return None
+        sample = max(pieces, key=lambda chunk: len(chunk.edges))
+        if len(sample.edges) == 0:
+            return None
+        self._evaluate(atoms, sample, shifts, has_stress(atoms))
         with measure_peak(self.device) as peak:
             self._evaluate(atoms, sample, shifts, has_stress(atoms))
         return peak.bytes / len(sample.edges) if peak.bytes else None

@@ -4,6 +4,7 @@ message-passing halo) gives the same energy, per-atom energies, forces and stres
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
 from ase.build import bulk
 
 import eqcalc
@@ -133,3 +134,36 @@ def test_auto_mode_says_when_even_chunks_do_not_fit(monkeypatch):
     atoms.calc = calc
     with pytest.raises(MemoryError, match="need more memory than is free even in chunks"):
         atoms.get_potential_energy()
+
+
+def test_failed_calibration_is_remembered(monkeypatch):
+    """Where peak memory cannot be measured, "auto" evaluates whole and does not retry every step."""
+    import eqcalc.calculator as calculator
+
+    model = small_model("schnet")
+    atoms = rattled_water()
+    monkeypatch.setattr(calculator, "AUTO_CHUNK_CHECK_EDGES", 10)
+    calls = []
+    monkeypatch.setattr(EquivariantCalculator, "_measure_bytes_per_edge", lambda self, *a: calls.append(1))
+    calc = EquivariantCalculator(model)
+    atoms.calc = calc
+    for _ in range(3):
+        atoms.positions += 0.001
+        atoms.get_forces()
+    assert len(calls) == 1 and calc.num_chunks == 1
+
+
+def test_calibration_uses_a_piece_with_edges(monkeypatch):
+    """The lowest grid block holds only an isolated atom: calibration measures a piece with edges
+    (taking the first block would divide by zero edges)."""
+    import eqcalc.calculator as calculator
+
+    model = small_model("schnet", cutoff=1.8)
+    atoms = aspirin()
+    atoms += Atoms("O", positions=[atoms.positions.min(axis=0) - 10.0])  # far below every other atom
+    graph = atoms_to_graph(atoms, model.cutoff)
+    edge_index = graph.edge_index.numpy()
+    monkeypatch.setattr(calculator, "CALIBRATION_EDGES", 3 * edge_index.shape[1] // 4)
+    calc = EquivariantCalculator(model)
+    per_edge = calc._measure_bytes_per_edge(atoms, edge_index, graph.shifts.numpy())
+    assert per_edge is None or per_edge > 0

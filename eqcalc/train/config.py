@@ -128,6 +128,7 @@ class TrainConfig:
             ("huber_delta", self.huber_delta > 0, "> 0"),
             ("early_stopping_patience", self.early_stopping_patience is None or self.early_stopping_patience >= 1, "≥ 1"),
             ("max_time", self.max_time is None or self.max_time > 0, "> 0"),
+            ("stage_two_epoch", self.stage_two_epoch is None or self.stage_two_epoch >= 0, "≥ 0 (counted from 0)"),
             ("model.cutoff", self.model.cutoff > 0, "> 0"),
         ]
         for name, ok, wanted in rules:

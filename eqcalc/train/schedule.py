@@ -67,6 +67,10 @@ class LearningRateSchedule:
             self.plateau_lr = max(self.plateau_lr * self.factor, self.min_lr)
             self.bad_epochs = 0
 
+    def restart_plateau(self) -> None:
+        """Forget the best loss seen (the loss has been redefined, e.g. at stage two); keep the rate."""
+        self.best, self.bad_epochs = math.inf, 0
+
     def state_dict(self) -> dict:
         return {"plateau_lr": self.plateau_lr, "best": self.best, "bad_epochs": self.bad_epochs}
 

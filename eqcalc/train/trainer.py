@@ -300,8 +300,9 @@ class Trainer:
                 break
             start = time.perf_counter()
             self.loss_fn = self.loss_for_epoch(epoch)
-            if epoch == config.stage_two_epoch:  # a new loss: the best model is chosen among stage-two epochs
+            if epoch == config.stage_two_epoch:  # a new loss: best model, plateau and patience start afresh
                 self.best_valid_loss, self.epochs_without_improvement = math.inf, 0
+                self.schedule.restart_plateau()
                 self.log(f"Stage two from epoch {epoch + 1}: energy weight {config.stage_two_energy_weight:g}, "
                          f"forces weight {config.stage_two_forces_weight:g}.")
             lr = self.schedule.lr(epoch)

@@ -181,7 +181,7 @@ def test_stage_two_switches_weights_resumes_exactly_and_picks_its_best(tmp_path,
     """Energy-heavy stage two from epoch 2 (0-based): a run split exactly at the switch equals the
     straight run, the loss is the stage-two one afterwards, and the best model is a stage-two epoch."""
     # stage-two losses far above stage-one ones: only the reset at the switch lets a stage-two epoch be best
-    options = dict(stage_two_epoch=2, stage_two_energy_weight=1e5, stage_two_forces_weight=1.0, scheduler="none")
+    options = dict(stage_two_epoch=2, stage_two_energy_weight=1e5, stage_two_forces_weight=1.0, plateau_patience=0)
     straight, split = tmp_path / "straight", tmp_path / "split"
     trainer = Trainer(config(small_train_file, straight, max_epochs=4, **options), log=lambda m: None)
     trainer.fit()
@@ -195,3 +195,7 @@ def test_stage_two_switches_weights_resumes_exactly_and_picks_its_best(tmp_path,
     assert trainer.best_valid_loss == pytest.approx(min(stage_two_losses), rel=1e-12)
     resumed = torch.load(split / "checkpoint.pt", weights_only=True)
     assert resumed["best_valid_loss"] == pytest.approx(min(stage_two_losses), rel=1e-12)
+    # the plateau schedule restarted at the switch: no rate cut on the first, far larger stage-two loss
+    assert float(rows_a[2]["lr"]) == float(rows_a[3]["lr"]) or float(rows_a[3]["valid_loss"]) >= float(rows_a[2]["valid_loss"])
+    with pytest.raises(ValueError, match="stage_two_epoch"):
+        config(small_train_file, tmp_path / "bad", max_epochs=4, stage_two_epoch=-1)
