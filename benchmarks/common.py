@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import os
 import platform
 import shlex
 import statistics
@@ -52,15 +50,3 @@ def markdown_table(columns: list[str], rows: list[list[object]]) -> str:
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
-
-def append_csv_row(path, columns: list[str], row: dict) -> None:
-    """Append one result row to a CSV file (header on first write), on disk before returning, so
-    a run killed later keeps every finished row."""
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        handle.flush()
-        os.fsync(handle.fileno())

@@ -31,9 +31,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from common import append_csv_row, header, markdown_table  # noqa: E402
+from common import header, markdown_table  # noqa: E402
 
-from eqcalc.atomic_io import atomic_path  # noqa: E402
+from eqcalc.atomic_io import append_csv_row, atomic_path  # noqa: E402
 from eqcalc.train.config import load_config  # noqa: E402
 from eqcalc.train.trainer import Trainer  # noqa: E402
 

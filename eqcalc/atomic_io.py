@@ -43,3 +43,16 @@ def write_csv(path: str | os.PathLike, columns: Sequence[str], rows: Iterable[di
         writer = csv.DictWriter(handle, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def append_csv_row(path: str | os.PathLike, columns: Sequence[str], row: dict) -> None:
+    """Append one row to a CSV file (header on first write), on disk before returning, so a run
+    killed later keeps every finished row."""
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        handle.flush()
+        os.fsync(handle.fileno())

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ase.io import write
 
+from eqcalc.atomic_io import atomic_path
 from eqcalc.data.structures import aspirin, water_box
 
 HERE = Path(__file__).resolve().parent
@@ -199,17 +200,11 @@ def header(args, cases: list[tuple[str, str, str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
 def publish(title: str, header_text: str, table: str, output: Path, start: float) -> None:
     """Write the report (title, header, table) to ``output`` atomically and print it."""
     text = "\n\n".join([f"# {title}", header_text, table]) + "\n"
-    write_atomically(output, text)
+    with atomic_path(output) as tmp:
+        tmp.write_text(text)
     print(text)
     print(f"written to {output} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 

@@ -50,7 +50,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +58,11 @@ import ase.io
 import yaml
 from ase import Atoms
 
+from eqcalc.atomic_io import append_csv_row, atomic_path
 from eqcalc.data.readers import read_structures
 from eqcalc.data.splits import random_split
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from common import append_csv_row  # noqa: E402  (benchmarks/common.py)
 REPO = HERE.parents[1]
 DATA = REPO.parent / "shared" / "data" / "rmd17"
 VENVS = HERE / ".venv"
@@ -107,11 +105,9 @@ def labelled_atoms(structure) -> Atoms:
 
 
 def write_frames(path: Path, structures) -> None:
-    """Write extxyz atomically (temp file + os.replace)."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".extxyz", delete=False) as handle:
-        temp = handle.name
-    ase.io.write(temp, [labelled_atoms(s) for s in structures], format="extxyz")
-    os.replace(temp, path)
+    """Write extxyz atomically."""
+    with atomic_path(path) as temp:
+        ase.io.write(temp, [labelled_atoms(s) for s in structures], format="extxyz")
 
 
 def write_split(run: Path, train_file: Path, test_file: Path, valid_count: int, seed: int) -> dict[str, int]:
@@ -139,9 +135,8 @@ def load_state(run: Path) -> dict:
 
 
 def save_state(run: Path, state: dict) -> None:
-    temp = run / "state.json.tmp"
-    temp.write_text(json.dumps(state))
-    os.replace(temp, run / "state.json")
+    with atomic_path(run / "state.json") as temp:
+        temp.write_text(json.dumps(state))
 
 
 def run_logged(command: list[str], log: Path, env: dict, started=None, budget_s: float | None = None, run=None, epochs=None):

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from ..atomic_io import write_csv
+from ..atomic_io import append_csv_row, write_csv
 from ..data.graph import AtomicGraph
 from ..data.labels import Labels, collate
 from ..models.base import AtomisticModel
@@ -392,13 +392,7 @@ class Trainer:
         return line + ("  *" if improved else "")
 
     def _write_metrics(self, row: dict) -> None:
-        path = self.output / METRICS_NAME
-        new = not path.exists()
-        with path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=METRICS_COLUMNS)
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        append_csv_row(self.output / METRICS_NAME, METRICS_COLUMNS, row)
         if self.tensorboard is not None:
             for key, value in row.items():
                 if key != "epoch" and not (isinstance(value, float) and math.isnan(value)):
