@@ -181,9 +181,10 @@ class EquivariantCalculator(Calculator):
         sample = max(pieces, key=lambda chunk: len(chunk.edges))
         if len(sample.edges) == 0:
             return None
-        self._evaluate(atoms, sample, shifts, has_stress(atoms))
+        stress = has_stress(atoms)
+        self._evaluate(atoms, sample, shifts, stress)
         with measure_peak(self.device) as peak:
-            self._evaluate(atoms, sample, shifts, has_stress(atoms))
+            self._evaluate(atoms, sample, shifts, stress)
         return peak.bytes / len(sample.edges) if peak.bytes else None
 
     def _edges_within_cutoff(self, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -37,16 +37,14 @@ class Chunk:
 
 def halo_chunk(owned: np.ndarray, edge_index: np.ndarray, num_atoms: int, hops: int) -> Chunk:
     """The exact subgraph for the atoms ``owned`` (global indices) of a ``hops``-round model."""
-    inside = np.zeros(num_atoms, dtype=bool)
-    inside[owned] = True
-    receiving = inside.copy()  # atoms within hops−1 of the owned ones: their incoming edges are needed
-    for hop in range(hops):
-        if hop > 0:
-            receiving = inside.copy()
-        inside[edge_index[1, inside[edge_index[0]]]] = True
-    edges = np.flatnonzero(receiving[edge_index[0]])
     is_owned = np.zeros(num_atoms, dtype=bool)
     is_owned[owned] = True
+    inside = is_owned.copy()  # grows to the atoms within hops of the owned ones
+    receiving = np.zeros(num_atoms, dtype=bool)  # within hops−1: their incoming edges are needed
+    for _ in range(hops):
+        receiving = inside.copy()
+        inside[edge_index[1, inside[edge_index[0]]]] = True
+    edges = np.flatnonzero(receiving[edge_index[0]])
     halo = np.flatnonzero(inside & ~is_owned)
     atoms = np.concatenate([owned, halo])
     local = np.full(num_atoms, -1, dtype=np.int64)

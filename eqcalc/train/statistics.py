@@ -35,8 +35,9 @@ def composition_matrix(structures: list[LabelledStructure], species: list[int]) 
     return counts
 
 
-def least_squares_atomic_energies(structures: list[LabelledStructure], species: list[int]) -> np.ndarray:
-    """(num_species,) eV: the E0 minimising the squared error of Σ_Z n_Z E0_Z against the energies."""
+def least_squares_atomic_energies(structures: list[LabelledStructure], species: list[int]) -> tuple[np.ndarray, int]:
+    """(num_species,) eV: the E0 minimising the squared error of Σ_Z n_Z E0_Z against the energies,
+    and the rank of the composition matrix (below num_species: only that many combinations are fixed)."""
     labelled = [s for s in structures if s.energy is not None]
     if not labelled:
         raise ValueError(
@@ -45,8 +46,8 @@ def least_squares_atomic_energies(structures: list[LabelledStructure], species: 
         )
     counts = composition_matrix(labelled, species)
     energies = np.array([s.energy for s in labelled])
-    solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
-    return solution
+    solution, _, rank, _ = np.linalg.lstsq(counts, energies, rcond=None)
+    return solution, int(rank)
 
 
 def isolated_atom_energies(structures: list[LabelledStructure]) -> dict[int, float]:
@@ -142,8 +143,7 @@ def compute_statistics(
         if atomic_energies == "isolated" or (atomic_energies == "auto" and complete):
             e0, source = np.array([isolated[z] for z in species]), "isolated atoms"
         else:
-            e0, source = least_squares_atomic_energies(structures, species), "least squares"
-            rank = np.linalg.matrix_rank(composition_matrix([s for s in structures if s.energy is not None], species))
+            (e0, rank), source = least_squares_atomic_energies(structures, species), "least squares"
             if rank < len(species):
                 source += (
                     f"; the training compositions fix only {rank} combination(s) of the {len(species)} E0s, so these "

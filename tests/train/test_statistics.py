@@ -24,7 +24,7 @@ def synthetic(num: int, seed: int = 0) -> list[LabelledStructure]:
 
 
 def test_least_squares_recovers_the_element_energies():
-    fitted = least_squares_atomic_energies(synthetic(30), [1, 6, 8])
+    fitted, _ = least_squares_atomic_energies(synthetic(30), [1, 6, 8])
     np.testing.assert_allclose(fitted, [E0[1], E0[6], E0[8]], rtol=0, atol=1e-9)
 
 
@@ -33,7 +33,7 @@ def test_structures_without_energy_are_left_out_of_the_fit():
     for s in structures[::3]:
         s.energy = None
     structures.append(LabelledStructure([1, 1], [[0, 0, 0], [0, 0, 1]], np.zeros((3, 3)), [False] * 3, forces=np.ones((2, 3))))
-    fitted = least_squares_atomic_energies(structures, [1, 6, 8])
+    fitted, _ = least_squares_atomic_energies(structures, [1, 6, 8])
     np.testing.assert_allclose(fitted, [E0[1], E0[6], E0[8]], rtol=0, atol=1e-9)
 
 
