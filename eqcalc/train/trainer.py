@@ -170,10 +170,13 @@ class Trainer:
                 )
             return None
         checkpoint = load_checkpoint(path)
-        saved, current = checkpoint["config"], self.config.to_dict()
-        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+        # An option missing from the checkpoint was added after it was written; such options default to
+        # the behaviour that existed before them, so the run used the default.
+        saved = {**TrainConfig().to_dict(), **checkpoint["config"]}
+        current = self.config.to_dict()
+        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved[k] != current[k])
         if changed:
-            details = "; ".join(f"{k}: {saved.get(k)!r} → {current[k]!r}" for k in changed)
+            details = "; ".join(f"{k}: {saved[k]!r} → {current[k]!r}" for k in changed)
             raise ValueError(
                 f"Cannot resume {str(path)!r} with different options ({details}). Use the original options, "
                 "or start a new run in another --output."

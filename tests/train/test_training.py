@@ -199,3 +199,17 @@ def test_stage_two_switches_weights_resumes_exactly_and_picks_its_best(tmp_path,
     assert float(rows_a[2]["lr"]) == float(rows_a[3]["lr"]) or float(rows_a[3]["valid_loss"]) >= float(rows_a[2]["valid_loss"])
     with pytest.raises(ValueError, match="stage_two_epoch"):
         config(small_train_file, tmp_path / "bad", max_epochs=4, stage_two_epoch=-1)
+
+
+def test_checkpoint_from_before_an_option_existed_resumes_at_its_default(tmp_path, small_train_file):
+    """A checkpoint written before an option was added lacks its key: the run used the behaviour the
+    option's default keeps, so resuming with the default works and a different value is refused."""
+    output = tmp_path / "run"
+    train(config(small_train_file, output, max_epochs=1))
+    path = output / "checkpoint.pt"
+    old = torch.load(path, weights_only=True)
+    del old["config"]["stage_two_energy_weight"]
+    torch.save(old, path)
+    with pytest.raises(ValueError, match=r"stage_two_energy_weight: 1000\.0 → 5\.0"):
+        Trainer(config(small_train_file, output, max_epochs=2, resume=True, stage_two_energy_weight=5.0))
+    assert Trainer(config(small_train_file, output, max_epochs=2, resume=True), log=lambda m: None).fit()["epochs"] == 2
