@@ -12,7 +12,7 @@ A case whose cost, extrapolated from the largest size already measured, would ex
 memory or time limit is skipped and listed as such instead of run.
 
     python benchmarks/scaling.py [--families schnet nequip] [--repeats 1 2 3 4 5] [--threads 2] [--label X]
-        [--keep-freed-memory] [--max-edges auto|none|N] [--max-case-gib 6]
+        [--keep-freed-memory] [--max-edges auto|none|N] [--max-case-gib 6] [--max-case-seconds 240]
 
 Cases run under the caller's environment, so glibc malloc settings (MALLOC_MMAP_MAX_=0 …)
 apply to them; the report lists any MALLOC_* variables. ``--keep-freed-memory`` makes the same
@@ -36,7 +36,6 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DISPLACEMENT_RMS = 0.01  # Å, per timed call
-MAX_CASE_SECONDS = 240.0  # skip a case whose extrapolated wall time exceeds this
 LARGE_SYSTEM = 5000  # atoms from which fewer timed calls are made
 WARMUP_SECONDS = 3.0  # keep warming up (up to MAX_WARMUP calls) until this much time is spent
 MAX_WARMUP = 5
@@ -163,6 +162,7 @@ def main() -> None:
     parser.add_argument("--keep-freed-memory", action="store_true", help="glibc keeps freed memory (see above)")
     parser.add_argument("--max-edges", default="auto", help="calculator max_edges: auto, none or a number")
     parser.add_argument("--max-case-gib", type=float, default=6.0, help="skip cases expected to need more memory")
+    parser.add_argument("--max-case-seconds", type=float, default=240.0, help="skip cases expected to take longer")
     parser.add_argument("--case", nargs=2, metavar=("FAMILY", "REPEAT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     max_edges = {"auto": "auto", "none": None}.get(args.max_edges.lower())
@@ -184,12 +184,12 @@ def main() -> None:
             num_atoms = 192 * repeat**3
             if measured:
                 seconds, kib = extrapolate(measured, num_atoms)
-                if seconds > MAX_CASE_SECONDS or kib > args.max_case_gib * 1024**2:
+                if seconds > args.max_case_seconds or kib > args.max_case_gib * 1024**2:
                     reason = f"skipped: expected {seconds:.0f} s, {kib / 1024**2:.1f} GiB"
                     rows.append([family, f"{num_atoms:,}", "", reason, "", "", "", "", "", ""])
                     print(" | ".join(rows[-1]), flush=True)
                     continue
-            case = run_in_subprocess(family, repeat, args, timeout=2 * MAX_CASE_SECONDS)
+            case = run_in_subprocess(family, repeat, args, timeout=2 * args.max_case_seconds)
             measured.append(case)
             rows.append(
                 [family, f"{num_atoms:,}", f"{case['edges'] / num_atoms:.1f}", f"{case['ms_per_call']:,.1f}",

@@ -86,6 +86,8 @@ class EquivariantCalculator(Calculator):
         self.max_edges = max_edges
         self.bytes_per_edge: float | None = None  # measured on first need with "auto"; nan: unmeasurable
         self.num_chunks = 1  # chunks the last calculation used
+        self._plan: list[Chunk] = []  # chunks of the current skin list …
+        self._plan_build = -1  # … made for this neighbour-list build
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -103,16 +105,18 @@ class EquivariantCalculator(Calculator):
             )
         start = time.perf_counter()
         self.neighbours.update(positions, cell, atoms.pbc, atoms.numbers)
-        edge_index, shifts = self._edges_within_cutoff(positions, cell)
+        within_cutoff = self._within_cutoff(positions, cell)
         self.neighbour_seconds += time.perf_counter() - start
-        chunks = self._chunks(atoms, edge_index, shifts)
-        self.num_chunks = len(chunks)
+        if self._plan_build != self.neighbours.num_builds:  # plan once per skin-list build
+            self._plan, reusable = self._plan_chunks(atoms, within_cutoff, stress)
+            self._plan_build = self.neighbours.num_builds if reusable else -1
+        self.num_chunks = len(self._plan)
         energies = np.zeros(len(atoms))
         forces = np.zeros((len(atoms), 3))
         stress_tensor = np.zeros((3, 3))
-        for chunk in chunks:
+        for chunk in self._plan:
             owned = chunk.atoms[: chunk.num_owned]
-            results = self._evaluate(atoms, chunk, shifts, stress)
+            results = self._evaluate(atoms, chunk.within(within_cutoff), stress)
             energies[owned] = results["energies"][: chunk.num_owned]
             forces[chunk.atoms] += results["forces"]  # a chunk lists each atom once
             if stress:
@@ -128,70 +132,84 @@ class EquivariantCalculator(Calculator):
                     "training data, or the model file is damaged."
                 )
 
-    def _evaluate(self, atoms, chunk: Chunk, shifts: np.ndarray, stress: bool) -> dict[str, np.ndarray]:
+    def _evaluate(self, atoms, chunk: Chunk, stress: bool) -> dict[str, np.ndarray]:
         """Per-atom energies (eV), forces (eV/Å) and stress (eV/Å³) of one chunk's owned atoms,
-        forces and stress as the derivatives of the owned atoms' energies only."""
+        forces and stress as the derivatives of the owned atoms' energies only. The chunk's edges
+        index the skin list (all of them inside the cutoff)."""
         positions, numbers, counted = atoms.positions, atoms.numbers, None
         if chunk.num_owned < len(atoms):  # a piece: gather its atoms, count only the owned ones
-            positions, numbers, shifts = positions[chunk.atoms], numbers[chunk.atoms], shifts[chunk.edges]
+            positions, numbers = positions[chunk.atoms], numbers[chunk.atoms]
             counted = torch.arange(len(chunk.atoms), device=self.device) < chunk.num_owned
+        shifts = self.neighbours.shifts[chunk.edges]
         graph = structure_graph(positions, numbers, atoms.cell.array, atoms.pbc, chunk.edge_index, shifts).to(self.device)
         results = compute_properties(self.model, graph, forces=True, stress=stress, counted=counted)
         return {key: value.detach().cpu().numpy() for key, value in results.items()}
 
-    def _chunks(self, atoms, edge_index: np.ndarray, shifts: np.ndarray) -> list[Chunk]:
-        """The whole structure as one chunk, or the pieces that fit ``max_edges``."""
-        limit = self._edge_limit(atoms, edge_index, shifts)
+    def _plan_chunks(self, atoms, within_cutoff: np.ndarray, stress: bool) -> tuple[list[Chunk], bool]:
+        """The whole structure as one chunk, or pieces of at most ``max_edges`` edges, and whether
+        the plan holds until the skin list is rebuilt.
+
+        Pieces are planned on the skin list (each step then keeps the edges inside the cutoff), so
+        one plan serves every step until the next rebuild. If a single atom's skin-list halo is
+        already too large, the pieces are planned on this step's cutoff edges instead, for this
+        step only.
+        """
+        edge_index = self.neighbours.edge_index
+        limit = self._edge_limit(atoms, within_cutoff, stress)
         if limit is None or edge_index.shape[1] <= limit:
-            everything = np.arange(len(atoms))
-            return [Chunk(everything, len(atoms), np.arange(edge_index.shape[1]), edge_index)]
+            return [Chunk(np.arange(len(atoms)), len(atoms), np.arange(edge_index.shape[1]), edge_index)], True
+        positions, hops = _grouping_positions(atoms), self.model.message_passing_hops
         try:
-            return plan_chunks(_grouping_positions(atoms), edge_index, self.model.message_passing_hops, limit)
+            return plan_chunks(positions, edge_index, hops, limit), True
+        except ValueError:
+            pass
+        inside = np.flatnonzero(within_cutoff)
+        try:
+            pieces = plan_chunks(positions, edge_index[:, inside], hops, limit)
         except ValueError as error:
             if self.max_edges != "auto":
                 raise
             raise MemoryError(
-                f"{len(atoms)} atoms with {edge_index.shape[1]} edges need more memory than is free even in "
+                f"{len(atoms)} atoms with {len(inside)} edges need more memory than is free even in "
                 f"chunks ({error}). Free memory, use a smaller model or cutoff, or set max_edges yourself."
             ) from error
+        return [Chunk(p.atoms, p.num_owned, inside[p.edges], p.edge_index) for p in pieces], False
 
-    def _edge_limit(self, atoms, edge_index: np.ndarray, shifts: np.ndarray) -> int | None:
+    def _edge_limit(self, atoms, within_cutoff: np.ndarray, stress: bool) -> int | None:
         """max_edges, or with "auto" the edges that fit in MEMORY_FRACTION of the free memory
         (None: no limit known, evaluate whole)."""
         if self.max_edges != "auto":
             return self.max_edges
-        if edge_index.shape[1] <= AUTO_CHUNK_CHECK_EDGES:
+        if self.neighbours.edge_index.shape[1] <= AUTO_CHUNK_CHECK_EDGES:
             return None
         free = available_bytes(self.device)
         if self.bytes_per_edge is None and free is not None:
-            measured = self._measure_bytes_per_edge(atoms, edge_index, shifts)
+            measured = self._measure_bytes_per_edge(atoms, within_cutoff, stress)
             self.bytes_per_edge = math.nan if measured is None else measured  # nan: tried, unmeasurable
         if free is None or self.bytes_per_edge is None or math.isnan(self.bytes_per_edge):
             return None
         return max(int(MEMORY_FRACTION * free / self.bytes_per_edge), CALIBRATION_EDGES)
 
-    def _measure_bytes_per_edge(self, atoms, edge_index: np.ndarray, shifts: np.ndarray) -> float | None:
+    def _measure_bytes_per_edge(self, atoms, within_cutoff: np.ndarray, stress: bool) -> float | None:
         """Peak memory per edge of evaluating the largest ~CALIBRATION_EDGES piece (measured on a
         second evaluation, so one-off set-up costs are left out), or None if unmeasurable."""
         hops = self.model.message_passing_hops
         try:
-            pieces = plan_chunks(_grouping_positions(atoms), edge_index, hops, CALIBRATION_EDGES)
+            pieces = plan_chunks(_grouping_positions(atoms), self.neighbours.edge_index, hops, CALIBRATION_EDGES)
         except ValueError:  # even one atom's neighbourhood is larger than the sample size
             return None
-        sample = max(pieces, key=lambda chunk: len(chunk.edges))
+        sample = max((piece.within(within_cutoff) for piece in pieces), key=lambda chunk: len(chunk.edges))
         if len(sample.edges) == 0:
             return None
-        stress = has_stress(atoms)
-        self._evaluate(atoms, sample, shifts, stress)
+        self._evaluate(atoms, sample, stress)
         with measure_peak(self.device) as peak:
-            self._evaluate(atoms, sample, shifts, stress)
+            self._evaluate(atoms, sample, stress)
         return peak.bytes / len(sample.edges) if peak.bytes else None
 
-    def _edges_within_cutoff(self, positions: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Edges of the skin list that lie within the cutoff now; checks for overlapping atoms."""
+    def _within_cutoff(self, positions: np.ndarray, cell: np.ndarray) -> np.ndarray:
+        """(E_skin,) mask of the skin-list edges inside the cutoff now; checks for overlapping atoms."""
         edge_index, shifts = self.neighbours.edge_index, self.neighbours.shifts
         vectors = positions[edge_index[1]] - positions[edge_index[0]] + shifts @ cell
         distances = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
         check_min_distance(edge_index, distances, self.min_distance)
-        keep = distances < self.model.cutoff
-        return edge_index[:, keep], shifts[keep]
+        return distances < self.model.cutoff

@@ -21,6 +21,9 @@ import torch
 PROC_MEMINFO = Path("/proc/meminfo")
 PROC_STATUS = Path("/proc/self/status")
 PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+PROC_CGROUP = Path("/proc/self/cgroup")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a number near 2^63
 
 
 def _proc_kib(path: Path, key: str) -> int | None:
@@ -72,13 +75,72 @@ def keep_freed_memory() -> bool:
 
 
 def available_bytes(device: torch.device) -> int | None:
-    """Free memory of ``device`` in bytes (CUDA: free device memory; CPU: MemAvailable), or None."""
+    """Memory ``device`` can still give this process, in bytes, or None if unknown.
+
+    CUDA: free device memory plus what PyTorch's caching allocator holds unused. CPU: the smaller
+    of the system's MemAvailable and the headroom under the process's cgroup memory limit (a
+    container's limit is invisible to MemAvailable), plus the free heap glibc keeps for reuse.
+    """
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    if device.type == "cpu":
-        kib = _proc_kib(PROC_MEMINFO, "MemAvailable")
-        return None if kib is None else 1024 * kib
-    return None
+        free = torch.cuda.mem_get_info(device)[0]
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type != "cpu":
+        return None
+    kib = _proc_kib(PROC_MEMINFO, "MemAvailable")
+    if kib is None:
+        return None
+    headroom = cgroup_headroom()
+    system = 1024 * kib if headroom is None else min(1024 * kib, headroom)
+    return system + free_heap_bytes()
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (cgroup v2 without limit) → None
+
+
+def cgroup_headroom() -> int | None:
+    """Bytes left under the memory limit of this process's cgroup (v2: memory.max − memory.current;
+    v1: memory.limit_in_bytes − memory.usage_in_bytes), or None without a limit. Both the
+    process's own cgroup folder and the mount's root are read (inside a container the path in
+    /proc/self/cgroup may be relative to a namespace)."""
+    try:
+        lines = PROC_CGROUP.read_text().splitlines()
+    except OSError:
+        return None
+    headrooms = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            mount, limit_file, usage_file = CGROUP_ROOT, "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):
+            mount, limit_file, usage_file = CGROUP_ROOT / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
+        else:
+            continue
+        for folder in {mount / path.lstrip("/"), mount}:
+            limit, usage = _read_int(folder / limit_file), _read_int(folder / usage_file)
+            if limit is not None and usage is not None and limit < UNLIMITED:
+                headrooms.append(max(limit - usage, 0))
+    return min(headrooms) if headrooms else None
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+    )]  # fmt: skip
+
+
+def free_heap_bytes() -> int:
+    """Free bytes glibc holds in its heap for reuse (mallinfo2 fordblks; 0 elsewhere). Large after
+    :func:`keep_freed_memory`: memory this process can use again without asking the system."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        return 0
+    libc.mallinfo2.restype = _MallInfo2
+    return int(libc.mallinfo2().fordblks)
 
 
 class PeakMemory:
@@ -89,7 +151,12 @@ class PeakMemory:
 
 @contextmanager
 def measure_peak(device: torch.device) -> Iterator[PeakMemory]:
-    """Peak memory the body allocates on ``device`` beyond what was in use when it started."""
+    """Peak memory the body allocates on ``device`` beyond what was in use when it started.
+
+    CPU: resets the process's resident-set high-water mark (VmHWM, which ru_maxrss also
+    reports) to the current size, so a process-wide peak read later starts from here; not
+    thread-safe. CUDA: resets the device's peak statistics.
+    """
     peak = PeakMemory()
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -10,7 +10,7 @@ from ase.build import bulk
 import eqcalc
 from eqcalc import EquivariantCalculator
 from eqcalc.data import atoms_to_graph
-from eqcalc.data.chunks import halo_chunk, plan_chunks
+from eqcalc.data.chunks import IncomingEdges, halo_chunk, plan_chunks
 from eqcalc.data.structures import aspirin, water_box
 from eqcalc.testing.physics import randomize_energy_offsets
 
@@ -79,10 +79,53 @@ def test_chunks_cover_every_atom_once_and_fit():
     owned = np.concatenate([c.atoms[: c.num_owned] for c in chunks])
     assert sorted(owned.tolist()) == list(range(len(atoms)))
     assert all(len(c.edges) <= edge_index.shape[1] // 3 for c in chunks)
+    incoming = IncomingEdges(edge_index, len(atoms))
     for chunk in chunks:  # every edge ending on an atom within hops−1 of the owned ones is kept
-        receiving = set(halo_chunk(chunk.atoms[: chunk.num_owned], edge_index, len(atoms), hops=1).atoms.tolist())
+        receiving = set(halo_chunk(chunk.atoms[: chunk.num_owned], incoming, hops=1).atoms.tolist())
         needed = np.isin(edge_index[0], list(receiving))
         assert set(np.flatnonzero(needed)) <= set(chunk.edges.tolist())
+
+
+def test_halo_search_matches_a_dense_hop_by_hop_expansion():
+    """The breadth-first halo equals growing a mask over all edges one hop at a time."""
+    atoms = rattled_water()
+    edge_index = atoms_to_graph(atoms, 3.0).edge_index.numpy()
+    incoming = IncomingEdges(edge_index, len(atoms))
+    owned = np.arange(40, 90)
+    for hops in (0, 1, 3):
+        inside = np.isin(np.arange(len(atoms)), owned)
+        receiving = inside.copy()
+        for _ in range(hops):
+            receiving = inside.copy()
+            inside[edge_index[1, inside[edge_index[0]]]] = True
+        expected_edges = np.flatnonzero(receiving[edge_index[0]]) if hops else np.zeros(0, dtype=int)
+        chunk = halo_chunk(owned, incoming, hops)
+        assert chunk.atoms[:50].tolist() == owned.tolist() and chunk.num_owned == 50
+        assert sorted(chunk.atoms.tolist()) == np.flatnonzero(inside).tolist()
+        assert chunk.edges.tolist() == expected_edges.tolist()
+        np.testing.assert_array_equal(chunk.atoms[chunk.edge_index], edge_index[:, chunk.edges])
+
+
+def test_chunk_plan_is_made_once_per_skin_list_and_stays_exact_as_atoms_move(monkeypatch):
+    """MD-like small moves inside the skin reuse the plan (no re-planning) and still equal a whole
+    evaluation, as edges cross the cutoff in both directions."""
+    import eqcalc.calculator as calculator
+
+    plans = []
+    monkeypatch.setattr(calculator, "plan_chunks", lambda *args: plans.append(1) or plan_chunks(*args))
+    model = small_model("mace", cutoff=3.0)
+    atoms = rattled_water()
+    edges = atoms_to_graph(atoms, model.cutoff).edge_index.shape[1]
+    chunked = EquivariantCalculator(model, max_edges=edges // 2, skin=0.6)
+    whole = EquivariantCalculator(model, max_edges=None, skin=0.6)
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        atoms.positions += rng.normal(scale=0.04, size=atoms.positions.shape)
+        pieces, reference = results(chunked, atoms), results(whole, atoms)
+        assert chunked.num_chunks > 1
+        np.testing.assert_allclose(pieces["forces"], reference["forces"], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(pieces["stress"], reference["stress"], rtol=0, atol=1e-12)
+    assert chunked.neighbours.num_builds == 1 and len(plans) == 1
 
 
 def test_max_edges_too_small_names_the_fix():

@@ -34,22 +34,56 @@ class Chunk:
     edges: np.ndarray
     edge_index: np.ndarray
 
+    def within(self, keep: np.ndarray) -> "Chunk":
+        """The same piece with only the edges whose entry in ``keep`` (a mask over the structure's
+        edge list) is True: a plan made on a Verlet skin list, restricted to the edges inside the
+        cutoff now. The halo stays exact because the skin graph contains the cutoff graph."""
+        mask = keep[self.edges]
+        return Chunk(self.atoms, self.num_owned, self.edges[mask], self.edge_index[:, mask])
 
-def halo_chunk(owned: np.ndarray, edge_index: np.ndarray, num_atoms: int, hops: int) -> Chunk:
-    """The exact subgraph for the atoms ``owned`` (global indices) of a ``hops``-round model."""
-    is_owned = np.zeros(num_atoms, dtype=bool)
-    is_owned[owned] = True
-    inside = is_owned.copy()  # grows to the atoms within hops of the owned ones
-    receiving = np.zeros(num_atoms, dtype=bool)  # within hops−1: their incoming edges are needed
-    for _ in range(hops):
-        receiving = inside.copy()
-        inside[edge_index[1, inside[edge_index[0]]]] = True
-    edges = np.flatnonzero(receiving[edge_index[0]])
-    halo = np.flatnonzero(inside & ~is_owned)
-    atoms = np.concatenate([owned, halo])
-    local = np.full(num_atoms, -1, dtype=np.int64)
+
+class IncomingEdges:
+    """The edge list sorted by receiving atom, so the edges ending on a set of atoms are found in
+    time proportional to their number (compressed sparse rows).
+
+    Args:
+        edge_index: (2, E) receiver, neighbour.
+        num_atoms: N.
+    """
+
+    def __init__(self, edge_index: np.ndarray, num_atoms: int):
+        self.edge_index = edge_index
+        self.num_atoms = num_atoms
+        self.order = np.argsort(edge_index[0], kind="stable")
+        self.start = np.zeros(num_atoms + 1, dtype=np.int64)
+        np.cumsum(np.bincount(edge_index[0], minlength=num_atoms), out=self.start[1:])
+
+    def of(self, atoms: np.ndarray) -> np.ndarray:
+        """(E_a,) indices into the edge list of every edge received by ``atoms`` (distinct atoms)."""
+        counts = self.start[atoms + 1] - self.start[atoms]
+        total = int(counts.sum())
+        first = np.repeat(self.start[atoms] - np.cumsum(counts) + counts, counts)
+        return self.order[first + np.arange(total)]
+
+
+def halo_chunk(owned: np.ndarray, incoming: IncomingEdges, hops: int) -> Chunk:
+    """The exact subgraph for the atoms ``owned`` (global indices) of a ``hops``-round model,
+    found by a breadth-first search over ``hops`` rounds (cost ∝ the subgraph's edges)."""
+    inside = np.zeros(incoming.num_atoms, dtype=bool)
+    inside[owned] = True
+    frontier, halo, edges = owned, [], []
+    for _ in range(hops):  # the frontier is within hops−1 of the owned atoms: its incoming edges count
+        received = incoming.of(frontier)
+        edges.append(received)
+        senders = np.unique(incoming.edge_index[1, received])
+        frontier = senders[~inside[senders]]
+        inside[frontier] = True
+        halo.append(frontier)
+    atoms = np.concatenate([owned, *halo])
+    edges = np.sort(np.concatenate(edges)) if edges else np.zeros(0, dtype=np.int64)
+    local = np.full(incoming.num_atoms, -1, dtype=np.int64)
     local[atoms] = np.arange(len(atoms))
-    return Chunk(atoms=atoms, num_owned=len(owned), edges=edges, edge_index=local[edge_index[:, edges]])
+    return Chunk(atoms=atoms, num_owned=len(owned), edges=edges, edge_index=local[incoming.edge_index[:, edges]])
 
 
 def spatial_groups(positions: np.ndarray, blocks_per_axis: int) -> list[np.ndarray]:
@@ -75,10 +109,10 @@ def plan_chunks(positions: np.ndarray, edge_index: np.ndarray, hops: int, max_ed
     Raises:
         ValueError: when even a single atom's subgraph has more than ``max_edges`` edges.
     """
-    num_atoms = len(positions)
+    incoming = IncomingEdges(edge_index, len(positions))
     blocks = max(1, int(np.ceil(np.cbrt(edge_index.shape[1] / max_edges))))
     while True:
-        chunks = [halo_chunk(group, edge_index, num_atoms, hops) for group in spatial_groups(positions, blocks)]
+        chunks = [halo_chunk(group, incoming, hops) for group in spatial_groups(positions, blocks)]
         largest = max(len(c.edges) for c in chunks)
         if largest <= max_edges:
             return chunks

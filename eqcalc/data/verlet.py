@@ -55,9 +55,31 @@ class VerletNeighbourList:
 
     def update(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, numbers: np.ndarray) -> bool:
         """Rebuild if stale; return whether it rebuilt. Afterwards ``edge_index``/``shifts`` hold the list."""
+        self._follow_lattice_jumps(positions, cell, pbc)
         if not self.is_stale(positions, cell, pbc, numbers):
             return False
         self.edge_index, self.shifts = neighbour_list(positions, cell, pbc, self.cutoff + self.skin)
         self._reference = (positions.copy(), cell.copy(), pbc.copy(), numbers.copy())
         self.num_builds += 1
         return True
+
+    def _follow_lattice_jumps(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
+        """Absorb whole lattice vectors by which atoms jumped since the build (``atoms.wrap()``,
+        or MD codes wrapping atoms back into the cell) into the reference positions and the pair
+        shifts, so wrapping alone never forces a rebuild. An atom moved by n lattice vectors keeps
+        every pair vector r_j − r_i + S·h if each shift gains n_i − n_j. Real motion between
+        calls is far below half a cell vector, so rounding finds n exactly."""
+        if self._reference is None:
+            return
+        ref_positions, ref_cell, ref_pbc, ref_numbers = self._reference
+        if (positions.shape != ref_positions.shape or not np.array_equal(pbc, ref_pbc) or not pbc.any()
+                or abs(np.linalg.det(cell)) < 1e-9 or abs(np.linalg.det(ref_cell)) < 1e-9):
+            return  # is_stale rebuilds or nothing can wrap
+        deformation = np.linalg.solve(ref_cell, cell)
+        fractional = np.linalg.solve(cell.T, (positions - ref_positions @ deformation).T).T
+        jumps = np.where(pbc, np.rint(fractional), 0.0).astype(np.int64)
+        if not jumps.any():
+            return
+        i, j = self.edge_index
+        self.shifts = self.shifts + jumps[i] - jumps[j]
+        self._reference = (ref_positions + jumps @ ref_cell, ref_cell, ref_pbc, ref_numbers)

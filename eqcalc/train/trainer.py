@@ -116,6 +116,7 @@ class Trainer:
             model = model_from_payload(checkpoint["model"])
         self.model = model.to(device=self.device, dtype=resolve_dtype(config.dtype))
         self.context.broadcast_parameters(self.model)
+        self.stage_two_start = config.stage_two_epoch  # earlier if stage one stops improving
         self.loss_fn = self.loss_for_epoch(0)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad
@@ -192,6 +193,7 @@ class Trainer:
         self.epoch = int(checkpoint["epoch"])
         self.best_valid_loss = float(checkpoint["best_valid_loss"])
         self.epochs_without_improvement = int(checkpoint["epochs_without_improvement"])
+        self.stage_two_start = checkpoint.get("stage_two_start", self.config.stage_two_epoch)
         restore_rng_state(checkpoint["rng"])
 
     def _tensorboard_writer(self):
@@ -205,9 +207,10 @@ class Trainer:
 
     def loss_for_epoch(self, epoch: int) -> WeightedLoss:
         """The loss of ``epoch``: the stage-two energy/force weights from ``stage_two_epoch`` on
-        (MACE's recipe: a last stretch that weights energies far more), else the first-stage ones."""
+        (MACE's recipe: a last stretch that weights energies far more; it starts earlier when early
+        stopping ends stage one), else the first-stage ones."""
         config = self.config
-        stage_two = config.stage_two_epoch is not None and epoch >= config.stage_two_epoch
+        stage_two = self.stage_two_start is not None and epoch >= self.stage_two_start
         energy = config.stage_two_energy_weight if stage_two else config.energy_weight
         forces = config.stage_two_forces_weight if stage_two else config.forces_weight
         return WeightedLoss(energy, forces, config.stress_weight, config.loss, config.huber_delta)
@@ -300,10 +303,13 @@ class Trainer:
         started = time.monotonic()
         for epoch in range(self.epoch, config.max_epochs):
             if patience is not None and self.epochs_without_improvement >= patience:
-                break
+                if self.stage_two_start is None or epoch >= self.stage_two_start:
+                    break
+                self.log(f"Stage one stopped improving for {patience} epochs: stage two starts now.")
+                self.stage_two_start = epoch
             start = time.perf_counter()
             self.loss_fn = self.loss_for_epoch(epoch)
-            if epoch == config.stage_two_epoch:  # a new loss: best model, plateau and patience start afresh
+            if epoch == self.stage_two_start:  # a new loss: best model, plateau and patience start afresh
                 self.best_valid_loss, self.epochs_without_improvement = math.inf, 0
                 self.schedule.restart_plateau()
                 self.log(f"Stage two from epoch {epoch + 1}: energy weight {config.stage_two_energy_weight:g}, "
@@ -361,6 +367,7 @@ class Trainer:
             "rng": capture_rng_state(),
             "best_valid_loss": self.best_valid_loss,
             "epochs_without_improvement": self.epochs_without_improvement,
+            "stage_two_start": self.stage_two_start,
             "config": self.config.to_dict(),
         }
 

@@ -116,3 +116,37 @@ def test_skin_list_survives_small_cell_changes_and_stays_complete():
     atoms.set_cell(atoms.cell.array * 0.9, scale_atoms=True)
     assert verlet.update(atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)
     assert verlet.num_builds == builds + 1
+
+
+def test_wrapping_atoms_back_into_the_cell_keeps_the_skin_list():
+    """MD with atoms.wrap() after every step (atoms crossing faces of a triclinic, slightly
+    straining cell): the reused list equals a fresh build at every step, and it is rebuilt
+    exactly as often as a list that follows the same motion unwrapped."""
+    from eqcalc.data.verlet import VerletNeighbourList
+
+    atoms = bulk("Cu", "fcc", a=3.6).repeat((3, 3, 3))
+    atoms.rattle(0.05, seed=0)
+    cutoff, rng = 4.0, np.random.default_rng(2)
+    verlet, unwrapped_verlet = VerletNeighbourList(cutoff, skin=1.0), VerletNeighbourList(cutoff, skin=1.0)
+    unwrapped = atoms.copy()
+    drift = rng.normal(scale=0.02, size=atoms.positions.shape)  # slow collective motion across faces
+    wrapped = 0
+    for step in range(120):
+        strain = rng.normal(scale=1e-3, size=(3, 3))
+        cell = atoms.cell.array @ (np.eye(3) + 0.5 * (strain + strain.T))
+        motion = drift + rng.normal(scale=0.01, size=atoms.positions.shape)
+        for system in (atoms, unwrapped):
+            system.set_cell(cell, scale_atoms=True)
+            system.positions += motion
+        atoms.wrap()
+        wrapped += int(np.any(np.abs(atoms.positions - unwrapped.positions) > 1.0))
+        positions = atoms.positions
+        verlet.update(positions, cell, atoms.pbc, atoms.numbers)
+        unwrapped_verlet.update(unwrapped.positions, cell, atoms.pbc, atoms.numbers)
+        i, j = verlet.edge_index
+        vectors = positions[j] - positions[i] + verlet.shifts @ cell
+        keep = np.linalg.norm(vectors, axis=1) < cutoff
+        fresh = neighbour_list(positions, cell, atoms.pbc, cutoff)
+        assert edge_set(i[keep], j[keep], verlet.shifts[keep]) == edge_set(*fresh[0], fresh[1]), step
+    assert wrapped > 100
+    assert verlet.num_builds == unwrapped_verlet.num_builds < 30

@@ -213,3 +213,16 @@ def test_checkpoint_from_before_an_option_existed_resumes_at_its_default(tmp_pat
     with pytest.raises(ValueError, match=r"stage_two_energy_weight: 1000\.0 → 5\.0"):
         Trainer(config(small_train_file, output, max_epochs=2, resume=True, stage_two_energy_weight=5.0))
     assert Trainer(config(small_train_file, output, max_epochs=2, resume=True), log=lambda m: None).fit()["epochs"] == 2
+
+
+def test_early_stopping_in_stage_one_starts_stage_two_instead_of_ending(tmp_path, small_train_file):
+    """With a vanishing learning rate nothing improves after epoch 1: patience 2 ends stage one after
+    epoch 3 (not the run), stage two gets its own patience, and only then does the run stop."""
+    log = []
+    trainer = Trainer(config(small_train_file, tmp_path, max_epochs=20, lr=1e-300, min_lr=1e-300, early_stopping_patience=2,
+                             stage_two_epoch=15, stage_two_energy_weight=1e4), log=log.append)
+    assert trainer.fit()["epochs"] == 6 and trainer.stage_two_start == 3
+    assert any("stage two starts now" in line for line in log)
+    losses = [float(row["valid_loss"]) for row in metrics(tmp_path)]
+    assert losses[0] == losses[1] == losses[2] != losses[3] == losses[4] == losses[5]
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["stage_two_start"] == 3
