@@ -6,8 +6,9 @@ spent on the neighbour list with the Verlet skin (reused list) and without it (r
 Every worker is a fresh subprocess running ASE's ``VelocityVerlet`` (dt 0.5 fs) with its
 package's calculator (see ``worker_timing.time_md``). For each (system, dtype) the models run
 alternately (A B C … A B C …, ``--rounds`` times), and the table gives the median ms per step
-of all rounds × repeats. The skin-0 rows (neighbour list rebuilt every step) run once per model
-after the alternating rounds, for the neighbour-list share only.
+of all rounds × repeats. The neighbour-list share comes from two longer runs per eqcalc model
+after the alternating rounds (``--share-steps`` steps each, so the skin list is rebuilt several
+times within the window): with the Verlet skin, and with skin 0 (rebuilt every step).
 
     .venv/bin/python benchmarks/peers/md_speed.py [--threads 1 --rounds 2 --repeats 10]
 
@@ -59,7 +60,7 @@ def command_for(name: str, structure: Path, dtype: str, args, skin: float | None
 
 def run_case(structure: Path, dtype: str, args) -> dict[str, dict]:
     """All models on one (structure, dtype): alternating rounds, then one skin-0 run per eqcalc model."""
-    results = {name: {"times": [], "report": None, "error": None, "share_no_skin": None} for name in args.models}
+    results = {name: {"times": [], "report": None, "error": None, "share": None, "share_no_skin": None} for name in args.models}
     for _ in range(args.rounds):
         for name in args.models:
             if results[name]["error"]:
@@ -71,13 +72,16 @@ def run_case(structure: Path, dtype: str, args) -> dict[str, dict]:
                 continue
             results[name]["times"] += report["times_ms"]
             results[name]["report"] = report
+    share_args = argparse.Namespace(**{**vars(args), "repeats": args.share_steps})
     for name in args.models:
-        if MODELS[name][0] == "eqcalc" and not results[name]["error"]:
-            command = command_for(name, structure, dtype, args, skin=0.0)
+        for key, skin in (("share", None), ("share_no_skin", 0.0)):
+            if MODELS[name][0] != "eqcalc" or results[name]["error"]:
+                continue
+            command = command_for(name, structure, dtype, share_args, skin=skin)
             try:
-                results[name]["share_no_skin"] = run_worker(command, args.threads, args.timeout, args.scratch)["neighbour_share"]
+                results[name][key] = run_worker(command, args.threads, args.timeout, args.scratch)["neighbour_share"]
             except WorkerFailed as error:
-                results[name]["error"] = f"skin 0: {error}"
+                results[name]["error"] = f"neighbour-list share run (skin {skin}): {error}"
     return results
 
 
@@ -100,7 +104,7 @@ def rows(system: str, num_atoms: int, dtype: str, results: dict[str, dict]) -> l
         table.append([
             name, system, dtype, f"{result['report']['num_params']:,}", summary(result["times"]),
             f"{steps_per_second:.1f}", f"{ns_per_day:.3f}", f"{num_atoms * steps_per_second:,.0f}",
-            f"{percent(result['report']['neighbour_share'])} / {percent(result['share_no_skin'])}", ratio,
+            f"{percent(result['share'])} / {percent(result['share_no_skin'])}", ratio,
         ])  # fmt: skip
     return table
 
@@ -120,7 +124,7 @@ def header(args, all_results: list[dict]) -> str:
             lines.append(versions_line(package, reports))
     lines.append(
         "- columns: ms per step median (p25–p75); ns/day at 0.5 fs; NL share = neighbour-list time / step time "
-        "with skin / rebuilt every step (eqcalc only); ratio = MACE ms / eqcalc ms of the same size (> 1: eqcalc faster)"
+        f"with skin / rebuilt every step (eqcalc only; separate {args.share_steps}-step runs); ratio = MACE ms / eqcalc ms of the same size (> 1: eqcalc faster)"
     )
     return "\n".join(lines)
 
@@ -128,6 +132,7 @@ def header(args, all_results: list[dict]) -> str:
 def parse_arguments() -> argparse.Namespace:
     parser = timing_parser(__doc__, rounds=2, repeats=10, output_stem="md_speed")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--share-steps", type=int, default=200, help="MD steps of each neighbour-list share run")
     args = parser.parse_args()
     return checked_arguments(parser, {MODELS[m][0] for m in args.models} - {"eqcalc"}, args)
 

@@ -1,10 +1,13 @@
-"""Test errors of a trained MACE or NequIP model through the package's own ASE calculator; runs in
-the peer's venv (benchmarks/peers/.venv/<peer>), called by train_peers.py.
+"""Test errors of a trained eqcalc, MACE or NequIP model through the package's own ASE calculator;
+runs in the package's venv (benchmarks/peers/.venv/<peer>, eqcalc's own .venv), called by
+train_peers.py and matched_accuracy.py.
 
+    python peer_test_worker.py eqcalc MODEL_FILE TEST_EXTXYZ    # best_model.pt of eqcalc train
     python peer_test_worker.py mace   MODEL_FILE TEST_EXTXYZ    # file written by mace_run_train
     python peer_test_worker.py nequip CKPT_FILE  TEST_EXTXYZ    # Lightning checkpoint of nequip-train
 
-Reads the reference labels from ``REF_energy`` (info, eV) and ``REF_forces`` (arrays, eV/Å) and
+Reads the reference labels from ``REF_energy`` (info, eV) and ``REF_forces`` (arrays, eV/Å), or
+else from the frame's stored results (extxyz ``energy``/``forces``, as in ../shared/data), and
 prints one JSON line: energy_mae_mev (meV per structure), forces_mae_mev (meV/Å per force
 component), params, structures.
 """
@@ -18,10 +21,16 @@ import ase.io
 import numpy as np
 
 
-def mace_calculator(path: str):
+def eqcalc_calculator(path: str):
+    from eqcalc import EquivariantCalculator
+
+    return EquivariantCalculator(path)
+
+
+def mace_calculator(path: str, dtype: str = "float32"):
     from mace.calculators import MACECalculator
 
-    return MACECalculator(model_paths=path, device="cpu", default_dtype="float32")
+    return MACECalculator(model_paths=path, device="cpu", default_dtype=dtype)
 
 
 def nequip_calculator(path: str):
@@ -36,13 +45,19 @@ def parameter_count(calc) -> int:
     return int(sum(p.numel() for p in models[0].parameters()))
 
 
+def reference_labels(atoms) -> tuple[float, np.ndarray]:
+    """(energy eV, forces eV/Å) stored with a test frame: REF_* keys, else the frame's own results."""
+    if "REF_energy" in atoms.info:
+        return float(atoms.info["REF_energy"]), np.asarray(atoms.arrays["REF_forces"])
+    return float(atoms.get_potential_energy()), np.array(atoms.get_forces())
+
+
 def main() -> int:
     peer, model_path, test_path = sys.argv[1:4]
-    calc = {"mace": mace_calculator, "nequip": nequip_calculator}[peer](model_path)
+    calc = {"eqcalc": eqcalc_calculator, "mace": mace_calculator, "nequip": nequip_calculator}[peer](model_path)
     energy_errors, force_errors = [], []
     for atoms in ase.io.read(test_path, index=":"):
-        reference_energy = float(atoms.info["REF_energy"])
-        reference_forces = np.asarray(atoms.arrays["REF_forces"])
+        reference_energy, reference_forces = reference_labels(atoms)
         atoms.calc = calc
         energy_errors.append(atoms.get_potential_energy() - reference_energy)
         force_errors.append((atoms.get_forces() - reference_forces).ravel())
