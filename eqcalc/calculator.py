@@ -48,9 +48,11 @@ class EquivariantCalculator(Calculator):
         skin: Verlet-list skin in Å; the neighbour list is rebuilt only when an
             atom has moved more than skin/2 or the cell, pbc or numbers change.
         min_distance: atoms closer than this (Å) raise an error instead of giving nonsense.
-        max_edges: most edges one model evaluation may hold. A structure with more is
-            evaluated in chunks of atoms, each with its exact message-passing halo (same
-            results, bounded memory; see :mod:`eqcalc.data.chunks`). "auto": for structures
+        max_edges: most edges one model evaluation may hold, counted on the skin list
+            (pairs within cutoff + skin; the evaluation uses those inside the cutoff, fewer).
+            A structure with more is evaluated in chunks of atoms, each with its exact
+            message-passing halo (same results, bounded memory; see
+            :mod:`eqcalc.data.chunks`); the chunks are planned once per skin-list build. "auto": for structures
             above 200k edges, the limit is half the free memory divided by the peak bytes per
             edge measured once on a 50k-edge piece. None: never chunk.
 
@@ -88,6 +90,7 @@ class EquivariantCalculator(Calculator):
         self.num_chunks = 1  # chunks the last calculation used
         self._plan: list[Chunk] = []  # chunks of the current skin list …
         self._plan_build = -1  # … made for this neighbour-list build
+        self._skin_plan_failed = -1  # the build whose skin list could not be split into max_edges pieces
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -146,33 +149,42 @@ class EquivariantCalculator(Calculator):
         return {key: value.detach().cpu().numpy() for key, value in results.items()}
 
     def _plan_chunks(self, atoms, within_cutoff: np.ndarray, stress: bool) -> tuple[list[Chunk], bool]:
-        """The whole structure as one chunk, or pieces of at most ``max_edges`` edges, and whether
-        the plan holds until the skin list is rebuilt.
-
-        Pieces are planned on the skin list (each step then keeps the edges inside the cutoff), so
-        one plan serves every step until the next rebuild. If a single atom's skin-list halo is
-        already too large, the pieces are planned on this step's cutoff edges instead, for this
-        step only.
-        """
+        """The whole structure as one chunk, or pieces of at most ``max_edges`` skin-list edges,
+        and whether the plan holds until the skin list is rebuilt (see :meth:`_pieces`)."""
         edge_index = self.neighbours.edge_index
         limit = self._edge_limit(atoms, within_cutoff, stress)
         if limit is None or edge_index.shape[1] <= limit:
             return [Chunk(np.arange(len(atoms)), len(atoms), np.arange(edge_index.shape[1]), edge_index)], True
-        positions, hops = _grouping_positions(atoms), self.model.message_passing_hops
         try:
-            return plan_chunks(positions, edge_index, hops, limit), True
-        except ValueError:
-            pass
-        inside = np.flatnonzero(within_cutoff)
-        try:
-            pieces = plan_chunks(positions, edge_index[:, inside], hops, limit)
+            return self._pieces(atoms, within_cutoff, limit)
         except ValueError as error:
             if self.max_edges != "auto":
                 raise
             raise MemoryError(
-                f"{len(atoms)} atoms with {len(inside)} edges need more memory than is free even in "
+                f"{len(atoms)} atoms with {int(within_cutoff.sum())} edges need more memory than is free even in "
                 f"chunks ({error}). Free memory, use a smaller model or cutoff, or set max_edges yourself."
             ) from error
+
+    def _pieces(self, atoms, within_cutoff: np.ndarray, limit: int) -> tuple[list[Chunk], bool]:
+        """Pieces of at most ``limit`` edges and whether they serve until the next rebuild.
+
+        Pieces are planned on the skin list (each step then keeps the edges inside the cutoff),
+        so one plan serves every step until the next rebuild. If a single atom's skin-list halo
+        is already too large, they are planned on this step's cutoff edges instead, for this
+        step only (and the skin list is not tried again until it is rebuilt).
+
+        Raises:
+            ValueError: when a single atom's halo has more than ``limit`` cutoff edges.
+        """
+        edge_index, hops = self.neighbours.edge_index, self.model.message_passing_hops
+        positions = _grouping_positions(atoms)
+        if self._skin_plan_failed != self.neighbours.num_builds:
+            try:
+                return plan_chunks(positions, edge_index, hops, limit), True
+            except ValueError:
+                self._skin_plan_failed = self.neighbours.num_builds
+        inside = np.flatnonzero(within_cutoff)
+        pieces = plan_chunks(positions, edge_index[:, inside], hops, limit)
         return [Chunk(p.atoms, p.num_owned, inside[p.edges], p.edge_index) for p in pieces], False
 
     def _edge_limit(self, atoms, within_cutoff: np.ndarray, stress: bool) -> int | None:
@@ -193,9 +205,8 @@ class EquivariantCalculator(Calculator):
     def _measure_bytes_per_edge(self, atoms, within_cutoff: np.ndarray, stress: bool) -> float | None:
         """Peak memory per edge of evaluating the largest ~CALIBRATION_EDGES piece (measured on a
         second evaluation, so one-off set-up costs are left out), or None if unmeasurable."""
-        hops = self.model.message_passing_hops
         try:
-            pieces = plan_chunks(_grouping_positions(atoms), self.neighbours.edge_index, hops, CALIBRATION_EDGES)
+            pieces, _ = self._pieces(atoms, within_cutoff, CALIBRATION_EDGES)
         except ValueError:  # even one atom's neighbourhood is larger than the sample size
             return None
         sample = max((piece.within(within_cutoff) for piece in pieces), key=lambda chunk: len(chunk.edges))

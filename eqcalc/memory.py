@@ -104,23 +104,29 @@ def _read_int(path: Path) -> int | None:
 
 def cgroup_headroom() -> int | None:
     """Bytes left under the memory limit of this process's cgroup (v2: memory.max − memory.current;
-    v1: memory.limit_in_bytes − memory.usage_in_bytes), or None without a limit. Both the
-    process's own cgroup folder and the mount's root are read (inside a container the path in
-    /proc/self/cgroup may be relative to a namespace)."""
+    v1: memory.limit_in_bytes − memory.usage_in_bytes), or None without a limit. The process's
+    own cgroup folder and each ancestor up to the mount's root are read (batch systems set the
+    limit on a job or slice above the task's folder; inside a container the path may be
+    relative to a namespace, whose root is the mount), and the smallest headroom wins."""
     try:
         lines = PROC_CGROUP.read_text().splitlines()
     except OSError:
         return None
     headrooms = []
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
         if controllers == "":
             mount, limit_file, usage_file = CGROUP_ROOT, "memory.max", "memory.current"
         elif "memory" in controllers.split(","):
             mount, limit_file, usage_file = CGROUP_ROOT / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
         else:
             continue
-        for folder in {mount / path.lstrip("/"), mount}:
+        relative = Path(path.strip("/"))
+        for level in [relative, *relative.parents]:  # a limit may sit on any ancestor
+            folder = mount / level
             limit, usage = _read_int(folder / limit_file), _read_int(folder / usage_file)
             if limit is not None and usage is not None and limit < UNLIMITED:
                 headrooms.append(max(limit - usage, 0))

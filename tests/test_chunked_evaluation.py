@@ -210,3 +210,25 @@ def test_calibration_uses_a_piece_with_edges(monkeypatch):
     calc = EquivariantCalculator(model)
     per_edge = calc._measure_bytes_per_edge(atoms, edge_index, graph.shifts.numpy())
     assert per_edge is None or per_edge > 0
+
+
+def test_a_skin_halo_too_big_for_max_edges_falls_back_to_the_cutoff_graph_once_per_build(monkeypatch):
+    """When one atom's skin-list halo exceeds max_edges but its cutoff halo fits, each step plans on
+    its own cutoff edges (exact), and the failing skin-list plan is not retried until a rebuild."""
+    import eqcalc.calculator as calculator
+
+    calls = []
+    monkeypatch.setattr(calculator, "plan_chunks", lambda *args: calls.append(args[1].shape[1]) or plan_chunks(*args))
+    model = small_model("schnet", cutoff=1.8)
+    atoms = aspirin()
+    edges = atoms_to_graph(atoms, model.cutoff).edge_index.shape[1]
+    chunked = EquivariantCalculator(model, max_edges=3 * edges // 4, skin=0.5)
+    whole = EquivariantCalculator(model, max_edges=None, skin=0.5)
+    for step in range(3):
+        atoms.positions += 0.01
+        pieces, reference = results(chunked, atoms), results(whole, atoms)
+        np.testing.assert_allclose(pieces["forces"], reference["forces"], rtol=0, atol=1e-10)
+        assert chunked.num_chunks > 1
+    skin_edges = chunked.neighbours.edge_index.shape[1]
+    assert chunked.neighbours.num_builds == 1
+    assert calls[0] == skin_edges and all(c < skin_edges for c in calls[1:]) and len(calls) == 4

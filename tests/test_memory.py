@@ -17,26 +17,31 @@ def test_available_memory_is_positive_or_unknown():
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_a_container_memory_limit_caps_the_free_memory(tmp_path, monkeypatch, version):
-    """A cgroup limit below the host's MemAvailable is what the process can really use."""
+    """A cgroup limit below the host's MemAvailable is what the process can really use, also when
+    it is set on an ancestor of the task's cgroup (batch systems limit the job, not the task)."""
     import eqcalc.memory as memory
 
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       100000000 kB\nMemAvailable:    90000000 kB\n")
     if version == "v2":
-        folder, limit, usage, line = tmp_path / "cg" / "job", "memory.max", "memory.current", "0::/job\n"
+        root, limit, usage, line = tmp_path / "cg", "memory.max", "memory.current", "0::/job/task\n"
+        no_limit = "max\n"
     else:
-        folder, limit, usage = tmp_path / "cg" / "memory" / "job", "memory.limit_in_bytes", "memory.usage_in_bytes"
-        line = "4:memory:/job\n1:cpu:/\n"
-    folder.mkdir(parents=True)
-    (folder / limit).write_text(f"{8 * 2**30}\n")
-    (folder / usage).write_text(f"{3 * 2**30}\n")
+        root, limit, usage = tmp_path / "cg" / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
+        line, no_limit = "4:memory:/job/task\n1:cpu,cpuacct:/\nmalformed line\n", "9223372036854771712\n"
+    job, task = root / "job", root / "job" / "task"
+    task.mkdir(parents=True)
+    (job / limit).write_text(f"{8 * 2**30}\n")
+    (job / usage).write_text(f"{3 * 2**30}\n")
+    (task / limit).write_text(no_limit)
+    (task / usage).write_text(f"{2 * 2**30}\n")
     (tmp_path / "cgroup").write_text(line)
     monkeypatch.setattr(memory, "PROC_MEMINFO", meminfo)
     monkeypatch.setattr(memory, "PROC_CGROUP", tmp_path / "cgroup")
     monkeypatch.setattr(memory, "CGROUP_ROOT", tmp_path / "cg")
     monkeypatch.setattr(memory, "free_heap_bytes", lambda: 0)
     assert memory.available_bytes(torch.device("cpu")) == 5 * 2**30
-    (folder / limit).write_text("max\n" if version == "v2" else "9223372036854771712\n")
+    (job / limit).write_text(no_limit)
     assert memory.available_bytes(torch.device("cpu")) == 90000000 * 1024
 
 

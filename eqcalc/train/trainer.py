@@ -304,6 +304,7 @@ class Trainer:
         for epoch in range(self.epoch, config.max_epochs):
             if patience is not None and self.epochs_without_improvement >= patience:
                 if self.stage_two_start is None or epoch >= self.stage_two_start:
+                    self.log(f"Stopped early: no improvement for {patience} epochs.")
                     break
                 self.log(f"Stage one stopped improving for {patience} epochs: stage two starts now.")
                 self.stage_two_start = epoch
@@ -341,8 +342,6 @@ class Trainer:
             if self.epoch < config.max_epochs and self._out_of_time(started):
                 self.log(f"Stopped: the {config.max_time:g}-minute budget is spent after epoch {self.epoch}; --resume continues.")
                 break
-        if patience is not None and self.epochs_without_improvement >= patience:
-            self.log(f"Stopped early: no improvement for {patience} epochs.")
         self.log(f"Best validation loss {self.best_valid_loss:.6g}; model in {self.output / BEST_MODEL_NAME}.")
         if self.tensorboard is not None:
             self.tensorboard.close()
