@@ -34,7 +34,7 @@ from ase import Atoms
 from ase.io import read, write
 from scipy.spatial.transform import Rotation
 
-from compare import HERE, markdown_table, publish, run_context, run_worker, summary, timing_parser, versions_line
+from compare import HERE, SYSTEMS, checked_arguments, markdown_table, publish, run_context, run_worker, summary, timing_parser, versions_line
 from worker_timing import MD_TIMESTEP_FS
 
 DATA = HERE.parents[1].parent / "shared" / "data" / "rmd17"
@@ -118,7 +118,11 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--budget", type=float, required=True, help="training minutes of the peer rows to compare")
     parser.add_argument("--test", type=Path, default=DATA / "ethanol_test.extxyz", help="test structures")
     parser.set_defaults(threads=1)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.systems != list(SYSTEMS) or args.dtypes != ["float32", "float64"] or args.cutoff != 5.0:
+        parser.error("--systems, --dtypes and --cutoff do not apply: the systems are ethanol ones and the "
+                     "trained models fix their dtype (float32) and cutoff.")
+    return checked_arguments(parser, {"mace", "nequip"}, args)
 
 
 def main() -> None:
