@@ -8,7 +8,9 @@ package's calculator (see ``worker_timing.time_md``). For each (system, dtype) t
 alternately (A B C … A B C …, ``--rounds`` times), and the table gives the median ms per step
 of all rounds × repeats. The neighbour-list share comes from two longer runs per eqcalc model
 after the alternating rounds (``--share-steps`` steps each, so the skin list is rebuilt several
-times within the window): with the Verlet skin, and with skin 0 (rebuilt every step).
+times within the window; calculate() calls along the same 0.01 Å rms random walk, since random-weight
+forces would pull the heavy-mass MD together within a few hundred steps): with the Verlet skin, and
+with skin 0 (rebuilt every step).
 
     .venv/bin/python benchmarks/peers/md_speed.py [--threads 1 --rounds 2 --repeats 10]
 
@@ -51,11 +53,11 @@ MODELS["MACE 64x0e+64x1o"] = ("mace", PAIRS["mace-64x0e+64x1o"][2], "mace")  # e
 MODELS["MACE 128x0e+128x1o"] = ("mace", PAIRS["mace-128x0e+128x1o"][2], "mace 128x(0e+1o)")
 
 
-def command_for(name: str, structure: Path, dtype: str, args, skin: float | None = None) -> list[str]:
+def command_for(name: str, structure: Path, dtype: str, args, skin: float | None = None, mode: str = "md") -> list[str]:
     package, model, _ = MODELS[name]
     python = sys.executable if package == "eqcalc" else str(args.venvs / package / "bin" / "python")
     options = argparse.Namespace(**{**vars(args), "skin": args.skin if skin is None else skin})
-    return worker_command(python, package, {**model, "avg_num_neighbors": AVG_NUM_NEIGHBORS}, structure, dtype, options, mode="md")
+    return worker_command(python, package, {**model, "avg_num_neighbors": AVG_NUM_NEIGHBORS}, structure, dtype, options, mode=mode)
 
 
 def run_case(structure: Path, dtype: str, args) -> dict[str, dict]:
@@ -77,7 +79,9 @@ def run_case(structure: Path, dtype: str, args) -> dict[str, dict]:
         for key, skin in (("share", None), ("share_no_skin", 0.0)):
             if MODELS[name][0] != "eqcalc" or results[name]["error"]:
                 continue
-            command = command_for(name, structure, dtype, share_args, skin=skin)
+            # a random walk (0.01 Å rms per step, as the MD): random-weight forces would pull the
+            # heavy-mass MD together within a few hundred steps, the walk moves atoms the same way
+            command = command_for(name, structure, dtype, share_args, skin=skin, mode="walk")
             try:
                 results[name][key] = run_worker(command, args.threads, args.timeout, args.scratch)["neighbour_share"]
             except WorkerFailed as error:
