@@ -18,7 +18,9 @@ Cases run under the caller's environment, so glibc malloc settings (MALLOC_MMAP_
 apply to them; the report lists any MALLOC_* variables. ``--keep-freed-memory`` makes the same
 switch from inside each case (eqcalc.memory.keep_freed_memory). ``--max-edges`` is passed to the
 calculator (default auto: structures too large for memory are evaluated in chunks; the table
-says how many); raise ``--max-case-gib`` to let such cases run.
+says how many, and for cases large enough to be checked, the peak memory the calculator's fitted
+model predicts for the whole graph, next to the measured one); raise ``--max-case-gib`` to let such
+cases run.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def measure_case(family: str, repeat: int, threads: int, keep_memory: bool, max_
 
     tick = time.perf_counter()
     calc.calculate(atoms, properties)
+    cutoff_edges = eqcalc.data.atoms_to_graph(atoms, model.cutoff).edge_index.shape[1]
     first_neighbour_seconds = calc.neighbour_seconds
     warmup_calls = 1
     while time.perf_counter() - tick < WARMUP_SECONDS and warmup_calls < MAX_WARMUP:
@@ -90,6 +93,9 @@ def measure_case(family: str, repeat: int, threads: int, keep_memory: bool, max_
         "edges": int(calc.neighbours.edge_index.shape[1]),
         "params": sum(p.numel() for p in calc.model.parameters()),
         "chunks": calc.num_chunks,
+        # the calculator's fitted memory model (fitted only for "auto" above its check size)
+        "predicted_kib": None if calc.evaluation_memory is None
+        else calc.evaluation_memory.of(len(atoms), cutoff_edges) / 1024,
         "ms_per_call": 1e3 * float(np.median(times)),
         "calls": len(times),
         "warmup_calls": warmup_calls,
@@ -186,7 +192,7 @@ def main() -> None:
                 seconds, kib = extrapolate(measured, num_atoms)
                 if seconds > args.max_case_seconds or kib > args.max_case_gib * 1024**2:
                     reason = f"skipped: expected {seconds:.0f} s, {kib / 1024**2:.1f} GiB"
-                    rows.append([family, f"{num_atoms:,}", "", reason, "", "", "", "", "", ""])
+                    rows.append([family, f"{num_atoms:,}", "", reason, "", "", "", "", "", "", ""])
                     print(" | ".join(rows[-1]), flush=True)
                     continue
             case = run_in_subprocess(family, repeat, args, timeout=2 * args.max_case_seconds)
@@ -195,11 +201,13 @@ def main() -> None:
                 [family, f"{num_atoms:,}", f"{case['edges'] / num_atoms:.1f}", f"{case['ms_per_call']:,.1f}",
                  f"{1e3 * case['ms_per_call'] / num_atoms:.1f}", f"{case['warmup_calls']} + {case['calls']}",
                  f"{case['first_neighbour_ms']:,.1f}", f"{case['peak_kib'] / 1024:,.0f}",
-                 f"{case['peak_kib'] / num_atoms:.1f}", str(case["chunks"])]
+                 f"{case['peak_kib'] / num_atoms:.1f}", str(case["chunks"]),
+                 "" if case.get("predicted_kib") is None else f"{case['predicted_kib'] / 1024:,.0f}"]
             )
             print(" | ".join(rows[-1]), flush=True)
     columns = ["family", "atoms", "edges/atom (skin list)", "ms/call", "µs/atom", "warm-up + timed calls",
-               "first NL build ms", "peak RSS MiB", "KiB/atom", "chunks"]
+               "first NL build ms", "peak RSS MiB", "KiB/atom", "chunks",
+               "predicted whole-graph MiB"]
     stamp = date.today().isoformat() + args.label
     malloc_env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_"))
     RESULTS.mkdir(exist_ok=True)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from .data.chunks import Chunk, plan_chunks
+from .data.chunks import Chunk, ChunkCost, plan_chunks
 from .data.graph import stress_defined, structure_graph
 from .data.validation import MIN_DISTANCE, check_min_distance, check_positions
 from .data.verlet import VerletNeighbourList
@@ -23,7 +23,7 @@ from .properties import compute_properties
 
 # With max_edges="auto", structures with more edges than this are checked against free memory.
 AUTO_CHUNK_CHECK_EDGES = 200_000
-CALIBRATION_EDGES = 50_000  # size of the subgraph whose peak memory gives the bytes per edge
+CALIBRATION_EDGES = 50_000  # size of the subgraph whose peak memory calibrates the memory model
 MEMORY_FRACTION = 0.5  # share of the free memory one evaluation may use
 
 
@@ -52,9 +52,12 @@ class EquivariantCalculator(Calculator):
             (pairs within cutoff + skin; the evaluation uses those inside the cutoff, fewer).
             A structure with more is evaluated in chunks of atoms, each with its exact
             message-passing halo (same results, bounded memory; see
-            :mod:`eqcalc.data.chunks`); the chunks are planned once per skin-list build. "auto": for structures
-            above 200k edges, the limit is half the free memory divided by the peak bytes per
-            edge measured once on a 50k-edge piece. None: never chunk.
+            :mod:`eqcalc.data.chunks`); the chunks are planned once per skin-list build. "auto": a
+            structure above 200k skin-list edges is chunked only if its predicted peak memory
+            exceeds half the free memory, with pieces predicted to fit in that half. The
+            prediction, bytes = per_atom·atoms + per_edge·edges (``evaluation_memory``), is
+            fitted once from two measured evaluations of a ~50k-edge piece: with all its edges
+            and with every other edge. None: never chunk.
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order xx, yy, zz, yz, xz, xy;
     ASE sign: positive = tensile). Per-atom energies are available as "energies".
@@ -86,7 +89,8 @@ class EquivariantCalculator(Calculator):
         if not (max_edges in (None, "auto") or (isinstance(max_edges, int) and max_edges > 0)):
             raise ValueError(f"max_edges must be a positive integer, 'auto' or None, got {max_edges!r}.")
         self.max_edges = max_edges
-        self.bytes_per_edge: float | None = None  # measured on first need with "auto"; nan: unmeasurable
+        self.evaluation_memory: ChunkCost | None = None  # bytes per atom and per edge, fitted on first need
+        self._memory_measured = False  # whether the fit was tried (it fails where memory is unmeasurable)
         self.num_chunks = 1  # chunks the last calculation used
         self._plan: list[Chunk] = []  # chunks of the current skin list …
         self._plan_build = -1  # … made for this neighbour-list build
@@ -149,24 +153,33 @@ class EquivariantCalculator(Calculator):
         return {key: value.detach().cpu().numpy() for key, value in results.items()}
 
     def _plan_chunks(self, atoms, within_cutoff: np.ndarray, stress: bool) -> tuple[list[Chunk], bool]:
-        """The whole structure as one chunk, or pieces of at most ``max_edges`` skin-list edges,
-        and whether the plan holds until the skin list is rebuilt (see :meth:`_pieces`)."""
+        """The whole structure as one chunk, or pieces within the limit of one evaluation, and
+        whether the plan holds until the skin list is rebuilt (see :meth:`_pieces`)."""
         edge_index = self.neighbours.edge_index
-        limit = self._edge_limit(atoms, within_cutoff, stress)
-        if limit is None or edge_index.shape[1] <= limit:
-            return [Chunk(np.arange(len(atoms)), len(atoms), np.arange(edge_index.shape[1]), edge_index)], True
+        whole = [Chunk(np.arange(len(atoms)), len(atoms), np.arange(edge_index.shape[1]), edge_index)]
+        if self.max_edges != "auto":
+            if self.max_edges is None or edge_index.shape[1] <= self.max_edges:
+                return whole, True
+            return self._pieces(atoms, within_cutoff, self.max_edges, ChunkCost())
+        free = available_bytes(self.device) if edge_index.shape[1] > AUTO_CHUNK_CHECK_EDGES else None
+        if free is None:
+            return whole, True
+        if not self._memory_measured:
+            self.evaluation_memory = self._measure_evaluation_memory(atoms, within_cutoff, stress)
+            self._memory_measured = True
+        memory, limit = self.evaluation_memory, MEMORY_FRACTION * free
+        if memory is None or memory.of(len(atoms), int(within_cutoff.sum())) <= limit:
+            return whole, True
         try:
-            return self._pieces(atoms, within_cutoff, limit)
+            return self._pieces(atoms, within_cutoff, limit, memory)
         except ValueError as error:
-            if self.max_edges != "auto":
-                raise
             raise MemoryError(
                 f"{len(atoms)} atoms with {int(within_cutoff.sum())} edges need more memory than is free even in "
                 f"chunks ({error}). Free memory, use a smaller model or cutoff, or set max_edges yourself."
             ) from error
 
-    def _pieces(self, atoms, within_cutoff: np.ndarray, limit: int) -> tuple[list[Chunk], bool]:
-        """Pieces of at most ``limit`` edges and whether they serve until the next rebuild.
+    def _pieces(self, atoms, within_cutoff: np.ndarray, limit: float, cost: ChunkCost) -> tuple[list[Chunk], bool]:
+        """Pieces each costing at most ``limit`` and whether they serve until the next rebuild.
 
         Pieces are planned on the skin list (each step then keeps the edges inside the cutoff),
         so one plan serves every step until the next rebuild. If a single atom's skin-list halo
@@ -174,48 +187,49 @@ class EquivariantCalculator(Calculator):
         step only (and the skin list is not tried again until it is rebuilt).
 
         Raises:
-            ValueError: when a single atom's halo has more than ``limit`` cutoff edges.
+            ValueError: when a single atom's halo over the cutoff edges costs more than ``limit``.
         """
         edge_index, hops = self.neighbours.edge_index, self.model.message_passing_hops
         positions = _grouping_positions(atoms)
         if self._skin_plan_failed != self.neighbours.num_builds:
             try:
-                return plan_chunks(positions, edge_index, hops, limit), True
+                return plan_chunks(positions, edge_index, hops, limit, cost), True
             except ValueError:
                 self._skin_plan_failed = self.neighbours.num_builds
         inside = np.flatnonzero(within_cutoff)
-        pieces = plan_chunks(positions, edge_index[:, inside], hops, limit)
+        pieces = plan_chunks(positions, edge_index[:, inside], hops, limit, cost)
         return [Chunk(p.atoms, p.num_owned, inside[p.edges], p.edge_index) for p in pieces], False
 
-    def _edge_limit(self, atoms, within_cutoff: np.ndarray, stress: bool) -> int | None:
-        """max_edges, or with "auto" the edges that fit in MEMORY_FRACTION of the free memory
-        (None: no limit known, evaluate whole)."""
-        if self.max_edges != "auto":
-            return self.max_edges
-        if self.neighbours.edge_index.shape[1] <= AUTO_CHUNK_CHECK_EDGES:
-            return None
-        free = available_bytes(self.device)
-        if self.bytes_per_edge is None and free is not None:
-            measured = self._measure_bytes_per_edge(atoms, within_cutoff, stress)
-            self.bytes_per_edge = math.nan if measured is None else measured  # nan: tried, unmeasurable
-        if free is None or self.bytes_per_edge is None or math.isnan(self.bytes_per_edge):
-            return None
-        return max(int(MEMORY_FRACTION * free / self.bytes_per_edge), CALIBRATION_EDGES)
+    def _measure_evaluation_memory(self, atoms, within_cutoff: np.ndarray, stress: bool) -> ChunkCost | None:
+        """Peak bytes of one evaluation as per_atom·atoms + per_edge·edges, or None if unmeasurable.
 
-    def _measure_bytes_per_edge(self, atoms, within_cutoff: np.ndarray, stress: bool) -> float | None:
-        """Peak memory per edge of evaluating the largest ~CALIBRATION_EDGES piece (measured on a
-        second evaluation, so one-off set-up costs are left out), or None if unmeasurable."""
+        Measures the largest piece of at most CALIBRATION_EDGES skin-list edges twice (after a
+        warm-up evaluation, so one-off set-up costs are left out): with its edges inside the
+        cutoff, then with every other one of them. The same atoms with half the edges separate
+        the two terms; a halo-heavy piece measured alone would charge its atoms' memory to its edges.
+        """
         try:
-            pieces, _ = self._pieces(atoms, within_cutoff, CALIBRATION_EDGES)
+            pieces, _ = self._pieces(atoms, within_cutoff, CALIBRATION_EDGES, ChunkCost())
         except ValueError:  # even one atom's neighbourhood is larger than the sample size
             return None
         sample = max((piece.within(within_cutoff) for piece in pieces), key=lambda chunk: len(chunk.edges))
-        if len(sample.edges) == 0:
+        half = Chunk(sample.atoms, sample.num_owned, sample.edges[::2], sample.edge_index[:, ::2])
+        if len(half.edges) == len(sample.edges):  # fewer than two edges: nothing to tell apart
             return None
         self._evaluate(atoms, sample, stress)
-        with measure_peak(self.device) as peak:
-            self._evaluate(atoms, sample, stress)
-        return peak.bytes / len(sample.edges) if peak.bytes else None
+        peaks = []
+        for chunk in (sample, half):
+            with measure_peak(self.device) as peak:
+                self._evaluate(atoms, chunk, stress)
+            peaks.append(peak.bytes)
+        if not peaks[0]:
+            return None
+        num_atoms, edges = len(sample.atoms), len(sample.edges)
+        per_edge = (peaks[0] - peaks[1]) / (edges - len(half.edges))
+        per_atom = (peaks[0] - per_edge * edges) / num_atoms
+        if per_edge <= 0 or per_atom < 0:  # measurement noise: charge everything to the edges
+            return ChunkCost(per_atom=0.0, per_edge=peaks[0] / edges)
+        return ChunkCost(per_atom=per_atom, per_edge=per_edge)
 
     def _within_cutoff(self, positions: np.ndarray, cell: np.ndarray) -> np.ndarray:
         """(E_skin,) mask of the skin-list edges inside the cutoff now; checks for overlapping atoms."""

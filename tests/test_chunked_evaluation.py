@@ -10,7 +10,7 @@ from ase.build import bulk
 import eqcalc
 from eqcalc import EquivariantCalculator
 from eqcalc.data import atoms_to_graph
-from eqcalc.data.chunks import IncomingEdges, halo_chunk, plan_chunks
+from eqcalc.data.chunks import ChunkCost, IncomingEdges, halo_chunk, plan_chunks
 from eqcalc.data.structures import aspirin, water_box
 from eqcalc.testing.physics import randomize_energy_offsets
 
@@ -75,7 +75,7 @@ def test_chunks_cover_every_atom_once_and_fit():
     atoms = rattled_water()
     graph = atoms_to_graph(atoms, 3.0)
     edge_index = graph.edge_index.numpy()
-    chunks = plan_chunks(atoms.get_positions(wrap=True), edge_index, hops=2, max_edges=edge_index.shape[1] // 3)
+    chunks = plan_chunks(atoms.get_positions(wrap=True), edge_index, hops=2, limit=edge_index.shape[1] // 3)
     owned = np.concatenate([c.atoms[: c.num_owned] for c in chunks])
     assert sorted(owned.tolist()) == list(range(len(atoms)))
     assert all(len(c.edges) <= edge_index.shape[1] // 3 for c in chunks)
@@ -143,8 +143,8 @@ def test_bad_max_edges_option():
 
 
 def test_auto_limit_measures_memory_and_chunks_when_free_memory_is_short(monkeypatch):
-    """With "auto", a structure above the check size has its peak bytes per edge measured once
-    and is chunked when that estimate exceeds half the free memory (simulated: 1 byte free)."""
+    """With "auto", a structure above the check size has its memory model fitted once and is
+    chunked when the predicted peak exceeds half the free memory (simulated: 1 MB free)."""
     import eqcalc.calculator as calculator
 
     model = small_model("schnet")
@@ -153,15 +153,59 @@ def test_auto_limit_measures_memory_and_chunks_when_free_memory_is_short(monkeyp
     reference = results(EquivariantCalculator(model, max_edges=None), atoms)
     monkeypatch.setattr(calculator, "AUTO_CHUNK_CHECK_EDGES", edges // 8)
     monkeypatch.setattr(calculator, "CALIBRATION_EDGES", edges // 2)
-    monkeypatch.setattr(calculator, "available_bytes", lambda device: 1)
     calc = EquivariantCalculator(model)
+    monkeypatch.setattr(calculator, "available_bytes", lambda device: 2**20)
+    monkeypatch.setattr(calc, "_measure_evaluation_memory", lambda *args: ChunkCost(per_atom=100.0, per_edge=100.0))
     pieces = results(calc, atoms)
-    if calc.bytes_per_edge is None:
-        pytest.skip("peak memory cannot be measured on this platform (no /proc/self/clear_refs)")
-    assert calc.bytes_per_edge > 0
     assert calc.num_chunks > 1
+    assert max(100.0 * (len(c.atoms) + len(c.edges)) for c in calc._plan) <= 2**19
     np.testing.assert_allclose(pieces["forces"], reference["forces"], atol=1e-10)
     np.testing.assert_allclose(pieces["energy"], reference["energy"], rtol=1e-13)
+
+
+def test_memory_model_separates_atoms_from_edges(monkeypatch):
+    """The fit recovers per-atom and per-edge bytes of a simulated peak (1000 B/atom + 40 B/edge)
+    from the two calibration evaluations, which hold the same atoms and different edge counts."""
+    import contextlib
+
+    import eqcalc.calculator as calculator
+    from eqcalc.memory import PeakMemory
+
+    model = small_model("schnet")
+    atoms = rattled_water()
+    edges = atoms_to_graph(atoms, model.cutoff).edge_index.shape[1]
+    monkeypatch.setattr(calculator, "CALIBRATION_EDGES", edges // 2)
+    calc = EquivariantCalculator(model, max_edges=None)
+    evaluated = []
+    monkeypatch.setattr(calc, "_evaluate", lambda atoms, chunk, stress: evaluated.append(chunk))
+
+    @contextlib.contextmanager
+    def simulated_peak(device):
+        peak = PeakMemory()
+        yield peak
+        peak.bytes = 1000 * len(evaluated[-1].atoms) + 40 * len(evaluated[-1].edges)
+
+    monkeypatch.setattr(calculator, "measure_peak", simulated_peak)
+    atoms.calc = calc
+    calc.neighbours.update(atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)
+    within = calc._within_cutoff(atoms.positions, atoms.cell.array)
+    memory = calc._measure_evaluation_memory(atoms, within, True)
+    assert memory.per_atom == pytest.approx(1000) and memory.per_edge == pytest.approx(40)
+    sample, half = evaluated[-2:]
+    assert sample.atoms.tolist() == half.atoms.tolist() and 0 < len(half.edges) < len(sample.edges) <= edges // 2
+    assert within[sample.edges].all()  # measured on edges inside the cutoff, what steps evaluate
+
+
+def test_plan_respects_a_per_atom_cost():
+    """A cost dominated by atoms (halo-heavy models) bounds the atoms of each piece, not just its edges."""
+    model = small_model("mace")
+    atoms = rattled_water()
+    edge_index = atoms_to_graph(atoms, model.cutoff).edge_index.numpy()
+    cost = ChunkCost(per_atom=50.0, per_edge=1.0)
+    limit = cost.of(len(atoms), edge_index.shape[1]) / 3
+    chunks = plan_chunks(atoms.get_positions(wrap=True), edge_index, model.message_passing_hops, limit, cost)
+    assert len(chunks) > 1 and max(cost.of(len(c.atoms), len(c.edges)) for c in chunks) <= limit
+    assert sorted(np.concatenate([c.atoms[: c.num_owned] for c in chunks]).tolist()) == list(range(len(atoms)))
 
 
 def test_auto_mode_says_when_even_chunks_do_not_fit(monkeypatch):
@@ -170,10 +214,9 @@ def test_auto_mode_says_when_even_chunks_do_not_fit(monkeypatch):
     model = small_model("schnet")
     atoms = rattled_water()
     monkeypatch.setattr(calculator, "AUTO_CHUNK_CHECK_EDGES", 10)
-    monkeypatch.setattr(calculator, "CALIBRATION_EDGES", 5)
     monkeypatch.setattr(calculator, "available_bytes", lambda device: 1)
     calc = EquivariantCalculator(model)
-    calc.bytes_per_edge = 1e6  # as if measured: nothing fits in 1 byte
+    calc.evaluation_memory, calc._memory_measured = ChunkCost(per_atom=1e6, per_edge=1e6), True  # as if measured
     atoms.calc = calc
     with pytest.raises(MemoryError, match="need more memory than is free even in chunks"):
         atoms.get_potential_energy()
@@ -187,7 +230,7 @@ def test_failed_calibration_is_remembered(monkeypatch):
     atoms = rattled_water()
     monkeypatch.setattr(calculator, "AUTO_CHUNK_CHECK_EDGES", 10)
     calls = []
-    monkeypatch.setattr(EquivariantCalculator, "_measure_bytes_per_edge", lambda self, *a: calls.append(1))
+    monkeypatch.setattr(EquivariantCalculator, "_measure_evaluation_memory", lambda self, *a: calls.append(1))
     calc = EquivariantCalculator(model)
     atoms.calc = calc
     for _ in range(3):
@@ -204,12 +247,12 @@ def test_calibration_uses_a_piece_with_edges(monkeypatch):
     model = small_model("schnet", cutoff=1.8)
     atoms = aspirin()
     atoms += Atoms("O", positions=[atoms.positions.min(axis=0) - 10.0])  # far below every other atom
-    graph = atoms_to_graph(atoms, model.cutoff)
-    edge_index = graph.edge_index.numpy()
-    monkeypatch.setattr(calculator, "CALIBRATION_EDGES", 3 * edge_index.shape[1] // 4)
-    calc = EquivariantCalculator(model)
-    per_edge = calc._measure_bytes_per_edge(atoms, edge_index, graph.shifts.numpy())
-    assert per_edge is None or per_edge > 0
+    calc = EquivariantCalculator(model, max_edges=None)
+    calc.neighbours.update(atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)
+    within = calc._within_cutoff(atoms.positions, atoms.cell.array)
+    monkeypatch.setattr(calculator, "CALIBRATION_EDGES", 3 * calc.neighbours.edge_index.shape[1] // 4)
+    memory = calc._measure_evaluation_memory(atoms, within, False)
+    assert memory is None or (memory.per_edge > 0 and memory.per_atom >= 0)
 
 
 def test_a_skin_halo_too_big_for_max_edges_falls_back_to_the_cutoff_graph_once_per_build(monkeypatch):

@@ -101,24 +101,41 @@ def spatial_groups(positions: np.ndarray, blocks_per_axis: int) -> list[np.ndarr
     return np.split(order, boundaries)
 
 
-def plan_chunks(positions: np.ndarray, edge_index: np.ndarray, hops: int, max_edges: int) -> list[Chunk]:
-    """Chunks whose subgraphs hold at most ``max_edges`` edges each, covering every atom once.
+@dataclass(frozen=True)
+class ChunkCost:
+    """What evaluating a subgraph costs: ``per_atom·atoms + per_edge·edges``. The default counts
+    edges (a ``max_edges`` limit); the calculator's measured memory model gives bytes."""
 
-    The grid is refined until every subgraph fits.
+    per_atom: float = 0.0
+    per_edge: float = 1.0
+
+    def of(self, atoms: int, edges: int) -> float:
+        return self.per_atom * atoms + self.per_edge * edges
+
+
+def plan_chunks(
+    positions: np.ndarray, edge_index: np.ndarray, hops: int, limit: float, cost: ChunkCost = ChunkCost()
+) -> list[Chunk]:
+    """Chunks whose subgraphs cost at most ``limit`` each (by default: hold at most ``limit``
+    edges), covering every atom once. The grid is refined until every subgraph fits.
 
     Raises:
-        ValueError: when even a single atom's subgraph has more than ``max_edges`` edges.
+        ValueError: when even a single atom's subgraph costs more than ``limit``.
     """
     incoming = IncomingEdges(edge_index, len(positions))
-    blocks = max(1, int(np.ceil(np.cbrt(edge_index.shape[1] / max_edges))))
+    total = cost.of(len(positions), edge_index.shape[1])
+    blocks = max(1, int(np.ceil(np.cbrt(total / limit))))
     while True:
         chunks = [halo_chunk(group, incoming, hops) for group in spatial_groups(positions, blocks)]
-        largest = max(len(c.edges) for c in chunks)
-        if largest <= max_edges:
+        costs = [cost.of(len(c.atoms), len(c.edges)) for c in chunks]
+        if max(costs) <= limit:
             return chunks
-        if all(c.num_owned == 1 for c in chunks if len(c.edges) > max_edges):
+        too_big = [c for c, value in zip(chunks, costs) if value > limit]
+        if all(c.num_owned == 1 for c in too_big):
+            worst = max(too_big, key=lambda c: cost.of(len(c.atoms), len(c.edges)))
             raise ValueError(
-                f"A single atom's {hops}-hop neighbourhood already has {largest} edges, more than max_edges="
-                f"{max_edges}: raise max_edges (it bounds the memory of one model evaluation)."
+                f"A single atom's {hops}-hop neighbourhood ({len(worst.atoms)} atoms, {len(worst.edges)} edges) "
+                f"already exceeds the limit of one evaluation ({limit:.4g}{'' if cost == ChunkCost() else ' bytes'}): "
+                "raise max_edges (it bounds the memory of one model evaluation)."
             )
         blocks += max(1, blocks // 2)

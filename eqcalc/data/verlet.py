@@ -34,52 +34,54 @@ class VerletNeighbourList:
         self.edge_index = np.zeros((2, 0), dtype=np.int64)
         self.shifts = np.zeros((0, 3), dtype=np.int64)
 
-    def is_stale(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, numbers: np.ndarray) -> bool:
-        if self._reference is None:
-            return True
-        ref_positions, ref_cell, ref_pbc, ref_numbers = self._reference
-        if positions.shape != ref_positions.shape or not np.array_equal(numbers, ref_numbers):
-            return True
-        if not np.array_equal(pbc, ref_pbc):
-            return True
-        if np.array_equal(cell, ref_cell):
-            displacements, shrink = positions - ref_positions, 1.0
-        else:
-            if abs(np.linalg.det(ref_cell)) < 1e-9:
-                return True
-            deformation = np.linalg.solve(ref_cell, cell)  # M with h' = h M
-            displacements = positions - ref_positions @ deformation
-            shrink = np.linalg.svd(deformation, compute_uv=False).min()
-        max_displacement = np.sqrt(np.einsum("ij,ij->i", displacements, displacements).max(initial=0.0))
-        return bool(shrink * (self.cutoff + self.skin) - 2.0 * max_displacement < self.cutoff)
-
     def update(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, numbers: np.ndarray) -> bool:
         """Rebuild if stale; return whether it rebuilt. Afterwards ``edge_index``/``shifts`` hold the list."""
-        self._follow_lattice_jumps(positions, cell, pbc)
-        if not self.is_stale(positions, cell, pbc, numbers):
-            return False
+        motion = self._motion(positions, cell, pbc, numbers)
+        if motion is not None:
+            displacements, deformation = motion
+            displacements = self._follow_lattice_jumps(displacements, cell, pbc)
+            shrink = 1.0 if deformation is None else np.linalg.svd(deformation, compute_uv=False).min()
+            max_displacement = np.sqrt(np.einsum("ij,ij->i", displacements, displacements).max(initial=0.0))
+            if shrink * (self.cutoff + self.skin) - 2.0 * max_displacement >= self.cutoff:
+                return False
         self.edge_index, self.shifts = neighbour_list(positions, cell, pbc, self.cutoff + self.skin)
         self._reference = (positions.copy(), cell.copy(), pbc.copy(), numbers.copy())
         self.num_builds += 1
         return True
 
-    def _follow_lattice_jumps(self, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> None:
+    def _motion(self, positions, cell, pbc, numbers) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """(N, 3) non-affine displacements δ (Å) since the build and the deformation M (None: the
+        cell is unchanged), or None when the list must be rebuilt whatever the motion (no list
+        yet; atoms, numbers or pbc changed; the build's cell is singular)."""
+        if self._reference is None:
+            return None
+        ref_positions, ref_cell, ref_pbc, ref_numbers = self._reference
+        if positions.shape != ref_positions.shape or not np.array_equal(numbers, ref_numbers):
+            return None
+        if not np.array_equal(pbc, ref_pbc):
+            return None
+        if np.array_equal(cell, ref_cell):
+            return positions - ref_positions, None
+        if abs(np.linalg.det(ref_cell)) < 1e-9:
+            return None
+        deformation = np.linalg.solve(ref_cell, cell)  # M with h' = h M
+        return positions - ref_positions @ deformation, deformation
+
+    def _follow_lattice_jumps(self, displacements: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
         """Absorb whole lattice vectors by which atoms jumped since the build (``atoms.wrap()``,
         or MD codes wrapping atoms back into the cell) into the reference positions and the pair
-        shifts, so wrapping alone never forces a rebuild. An atom moved by n lattice vectors keeps
-        every pair vector r_j − r_i + S·h if each shift gains n_i − n_j. Real motion between
-        calls is far below half a cell vector, so rounding finds n exactly."""
-        if self._reference is None:
-            return
-        ref_positions, ref_cell, ref_pbc, ref_numbers = self._reference
-        if (positions.shape != ref_positions.shape or not np.array_equal(pbc, ref_pbc) or not pbc.any()
-                or abs(np.linalg.det(cell)) < 1e-9 or abs(np.linalg.det(ref_cell)) < 1e-9):
-            return  # is_stale rebuilds or nothing can wrap
-        deformation = np.linalg.solve(ref_cell, cell)
-        fractional = np.linalg.solve(cell.T, (positions - ref_positions @ deformation).T).T
+        shifts, so wrapping alone never forces a rebuild, and return the displacements without
+        them. An atom moved by n lattice vectors keeps every pair vector r_j − r_i + S·h if each
+        shift gains n_i − n_j. Real motion between calls is far below half a cell vector, so
+        rounding finds n exactly."""
+        if not pbc.any() or abs(np.linalg.det(cell)) < 1e-9:
+            return displacements  # nothing can wrap
+        fractional = np.linalg.solve(cell.T, displacements.T).T
         jumps = np.where(pbc, np.rint(fractional), 0.0).astype(np.int64)
         if not jumps.any():
-            return
+            return displacements
         i, j = self.edge_index
         self.shifts = self.shifts + jumps[i] - jumps[j]
+        ref_positions, ref_cell, ref_pbc, ref_numbers = self._reference
         self._reference = (ref_positions + jumps @ ref_cell, ref_cell, ref_pbc, ref_numbers)
+        return displacements - jumps @ cell
