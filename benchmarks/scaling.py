@@ -12,7 +12,8 @@ A case whose cost, extrapolated from the largest size already measured, would ex
 memory or time limit is skipped and listed as such instead of run.
 
     python benchmarks/scaling.py [--families schnet nequip] [--repeats 1 2 3 4 5] [--threads 2] [--label X]
-        [--keep-freed-memory] [--max-edges auto|none|N] [--max-case-gib 6] [--max-case-seconds 240]
+        [--keep-freed-memory] [--max-edges auto|none|N] [--block-slots 4096 none]
+        [--max-case-gib 6] [--max-case-seconds 240]
 
 Cases run under the caller's environment, so glibc malloc settings (MALLOC_MMAP_MAX_=0 …)
 apply to them; the report lists any MALLOC_* variables. ``--keep-freed-memory`` makes the same
@@ -20,7 +21,8 @@ switch from inside each case (eqcalc.memory.keep_freed_memory). ``--max-edges`` 
 calculator (default auto: structures too large for memory are evaluated in chunks; the table
 says how many, and for cases large enough to be checked, the peak memory the calculator's fitted
 model predicts for the whole graph, next to the measured one); raise ``--max-case-gib`` to let such
-cases run.
+cases run. ``--block-slots`` sets the calculator's block_slots (irreps convolutions in blocks of
+centre atoms); with several values, each size runs every value in turn, side by side.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ def timed_calls(num_atoms: int) -> int:
     return 3 if num_atoms >= LARGE_SYSTEM else 5
 
 
-def measure_case(family: str, repeat: int, threads: int, keep_memory: bool, max_edges: int | str | None) -> dict:
+def measure_case(
+    family: str, repeat: int, threads: int, keep_memory: bool, max_edges: int | str | None, block_slots: int | None
+) -> dict:
     """Run one case in this process and return its measurements (call in a fresh process)."""
     import numpy as np
     import torch
@@ -64,7 +68,7 @@ def measure_case(family: str, repeat: int, threads: int, keep_memory: bool, max_
     start = time.perf_counter()
     torch.manual_seed(0)
     model = eqcalc.build_model(family, species=[1, 8], cutoff=5.0)
-    calc = eqcalc.EquivariantCalculator(model, dtype="float32", max_edges=max_edges)
+    calc = eqcalc.EquivariantCalculator(model, dtype="float32", max_edges=max_edges, block_slots=block_slots)
     atoms = water_box(repeat)
     properties = ["energy", "forces", "stress"]
     rng = np.random.default_rng(0)
@@ -105,11 +109,12 @@ def measure_case(family: str, repeat: int, threads: int, keep_memory: bool, max_
     }
 
 
-def run_in_subprocess(family: str, repeat: int, args: argparse.Namespace, timeout: float) -> dict:
+def run_in_subprocess(family: str, repeat: int, block_slots: str, args: argparse.Namespace, timeout: float) -> dict:
     """``measure_case`` in a fresh interpreter with the options of ``args``."""
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     command = [sys.executable, __file__, "--case", family, str(repeat), "--threads", str(args.threads),
-               "--max-edges", str(args.max_edges)] + (["--keep-freed-memory"] if args.keep_freed_memory else [])
+               "--max-edges", str(args.max_edges), "--block-slots", block_slots]
+    command += ["--keep-freed-memory"] if args.keep_freed_memory else []
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"case {family} repeat {repeat} failed:\n{done.stderr}")
@@ -167,6 +172,7 @@ def main() -> None:
     parser.add_argument("--label", default="", help="appended to the output file names, e.g. _malloc-reuse")
     parser.add_argument("--keep-freed-memory", action="store_true", help="glibc keeps freed memory (see above)")
     parser.add_argument("--max-edges", default="auto", help="calculator max_edges: auto, none or a number")
+    parser.add_argument("--block-slots", nargs="+", default=["4096"], help="calculator block_slots: numbers or none")
     parser.add_argument("--max-case-gib", type=float, default=6.0, help="skip cases expected to need more memory")
     parser.add_argument("--max-case-seconds", type=float, default=240.0, help="skip cases expected to take longer")
     parser.add_argument("--case", nargs=2, metavar=("FAMILY", "REPEAT"), help=argparse.SUPPRESS)
@@ -175,7 +181,9 @@ def main() -> None:
     if max_edges is None and args.max_edges.lower() != "none":
         max_edges = int(args.max_edges)
     if args.case:
-        print(json.dumps(measure_case(args.case[0], int(args.case[1]), args.threads, args.keep_freed_memory, max_edges)))
+        block_slots = None if args.block_slots[0].lower() == "none" else int(args.block_slots[0])
+        case = measure_case(args.case[0], int(args.case[1]), args.threads, args.keep_freed_memory, max_edges, block_slots)
+        print(json.dumps(case))
         return
 
     import torch
@@ -185,27 +193,30 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows, results = [], {}
     for family in args.families:
-        measured = results.setdefault(family, [])
         for repeat in sorted(args.repeats):
             num_atoms = 192 * repeat**3
-            if measured:
-                seconds, kib = extrapolate(measured, num_atoms)
-                if seconds > args.max_case_seconds or kib > args.max_case_gib * 1024**2:
-                    reason = f"skipped: expected {seconds:.0f} s, {kib / 1024**2:.1f} GiB"
-                    rows.append([family, f"{num_atoms:,}", "", reason, "", "", "", "", "", "", ""])
-                    print(" | ".join(rows[-1]), flush=True)
-                    continue
-            case = run_in_subprocess(family, repeat, args, timeout=2 * args.max_case_seconds)
-            measured.append(case)
-            rows.append(
-                [family, f"{num_atoms:,}", f"{case['edges'] / num_atoms:.1f}", f"{case['ms_per_call']:,.1f}",
-                 f"{1e3 * case['ms_per_call'] / num_atoms:.1f}", f"{case['warmup_calls']} + {case['calls']}",
-                 f"{case['first_neighbour_ms']:,.1f}", f"{case['peak_kib'] / 1024:,.0f}",
-                 f"{case['peak_kib'] / num_atoms:.1f}", str(case["chunks"]),
-                 "" if case.get("predicted_kib") is None else f"{case['predicted_kib'] / 1024:,.0f}"]
-            )
-            print(" | ".join(rows[-1]), flush=True)
-    columns = ["family", "atoms", "edges/atom (skin list)", "ms/call", "µs/atom", "warm-up + timed calls",
+            for block_slots in args.block_slots:  # side by side at each size
+                name = family if len(args.block_slots) == 1 else f"{family}, block_slots {block_slots}"
+                measured = results.setdefault(name, [])
+                row = [family, block_slots, f"{num_atoms:,}"]
+                if measured:
+                    seconds, kib = extrapolate(measured, num_atoms)
+                    if seconds > args.max_case_seconds or kib > args.max_case_gib * 1024**2:
+                        rows.append(row + ["", f"skipped: expected {seconds:.0f} s, {kib / 1024**2:.1f} GiB"] + [""] * 7)
+                        print(" | ".join(rows[-1]), flush=True)
+                        continue
+                case = run_in_subprocess(family, repeat, block_slots, args, timeout=2 * args.max_case_seconds)
+                measured.append(case)
+                rows.append(
+                    row
+                    + [f"{case['edges'] / num_atoms:.1f}", f"{case['ms_per_call']:,.1f}",
+                       f"{1e3 * case['ms_per_call'] / num_atoms:.1f}", f"{case['warmup_calls']} + {case['calls']}",
+                       f"{case['first_neighbour_ms']:,.1f}", f"{case['peak_kib'] / 1024:,.0f}",
+                       f"{case['peak_kib'] / num_atoms:.1f}", str(case["chunks"]),
+                       "" if case.get("predicted_kib") is None else f"{case['predicted_kib'] / 1024:,.0f}"]
+                )
+                print(" | ".join(rows[-1]), flush=True)
+    columns = ["family", "block_slots", "atoms", "edges/atom (skin list)", "ms/call", "µs/atom", "warm-up + timed calls",
                "first NL build ms", "peak RSS MiB", "KiB/atom", "chunks",
                "predicted whole-graph MiB"]
     stamp = date.today().isoformat() + args.label
@@ -216,7 +227,8 @@ def main() -> None:
         [
             header(),
             f"environment: {malloc_env or 'no MALLOC_* variables (glibc malloc defaults)'}; "
-            f"keep_freed_memory: {args.keep_freed_memory}; calculator max_edges: {args.max_edges}",
+            f"keep_freed_memory: {args.keep_freed_memory}; calculator max_edges: {args.max_edges}, "
+            f"block_slots: {' / '.join(args.block_slots)}",
             f"energy+forces+stress, float32, cutoff 5 Å, skin 0.5 Å, species [1, 8], default hyperparameters; "
             f"median of the timed calls after the warm-up calls, {DISPLACEMENT_RMS} Å rms displacement "
             "before each; each case in a fresh process; memory = peak RSS − peak RSS after imports",

@@ -25,6 +25,7 @@ from .properties import compute_properties
 AUTO_CHUNK_CHECK_EDGES = 200_000
 CALIBRATION_EDGES = 50_000  # size of the subgraph whose peak memory calibrates the memory model
 MEMORY_FRACTION = 0.5  # share of the free memory one evaluation may use
+BLOCK_SLOTS = 4096  # default neighbour slots per block of centre atoms in irreps convolutions
 
 
 def _grouping_positions(atoms) -> np.ndarray:
@@ -35,6 +36,19 @@ def _grouping_positions(atoms) -> np.ndarray:
 def has_stress(atoms) -> bool:
     """Whether ``atoms`` has a stress (a periodic direction and a cell of non-zero volume)."""
     return stress_defined(atoms.cell.array, atoms.pbc)
+
+
+def _fit_memory(sizes: np.ndarray, peaks: np.ndarray) -> ChunkCost:
+    """Least-squares fixed, per-atom and per-edge bytes from rows (1, atoms, edges) of ``sizes``
+    and measured ``peaks``, keeping only terms that come out non-negative."""
+    terms = [0, 1, 2]
+    while True:
+        solution, *_ = np.linalg.lstsq(sizes[:, terms], peaks, rcond=None)
+        if (solution >= 0).all() or len(terms) == 1:
+            break
+        terms = [t for t, value in zip(terms, solution) if value > 0] or [2]
+    coefficients = dict(zip(terms, np.maximum(solution, 0.0)))
+    return ChunkCost(per_atom=coefficients.get(1, 0.0), per_edge=coefficients.get(2, 0.0), fixed=coefficients.get(0, 0.0))
 
 
 class EquivariantCalculator(Calculator):
@@ -55,9 +69,13 @@ class EquivariantCalculator(Calculator):
             :mod:`eqcalc.data.chunks`); the chunks are planned once per skin-list build. "auto": a
             structure above 200k skin-list edges is chunked only if its predicted peak memory
             exceeds half the free memory, with pieces predicted to fit in that half. The
-            prediction, bytes = per_atom·atoms + per_edge·edges (``evaluation_memory``), is
-            fitted once from two measured evaluations of a ~50k-edge piece: with all its edges
-            and with every other edge. None: never chunk.
+            prediction, bytes = fixed + per_atom·atoms + per_edge·edges (``evaluation_memory``),
+            is fitted once from three measured evaluations of ~50k- and ~25k-edge pieces. None:
+            never chunk.
+        block_slots: irreps convolutions (``nequip``, ``mace``) run their per-edge work for
+            blocks of centre atoms of about this many neighbour slots, recomputed in the
+            backward pass (see :meth:`AtomisticModel.set_block_slots`): the same results with
+            the memory of one block instead of every edge. None: one pass.
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order xx, yy, zz, yz, xz, xy;
     ASE sign: positive = tensile). Per-atom energies are available as "energies".
@@ -73,6 +91,7 @@ class EquivariantCalculator(Calculator):
         skin: float = 0.5,
         min_distance: float = MIN_DISTANCE,
         max_edges: int | str | None = "auto",
+        block_slots: int | None = BLOCK_SLOTS,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -82,6 +101,9 @@ class EquivariantCalculator(Calculator):
         else:
             model = load_model(model, device=device, dtype=dtype)
         self.model = model.eval().requires_grad_(False)
+        if not (block_slots is None or (isinstance(block_slots, int) and block_slots > 0)):
+            raise ValueError(f"block_slots must be a positive integer or None, got {block_slots!r}.")
+        self.model.set_block_slots(block_slots)
         self.device = torch.device(device)
         self.min_distance = float(min_distance)
         self.neighbours = VerletNeighbourList(model.cutoff, skin)
@@ -201,35 +223,39 @@ class EquivariantCalculator(Calculator):
         return [Chunk(p.atoms, p.num_owned, inside[p.edges], p.edge_index) for p in pieces], False
 
     def _measure_evaluation_memory(self, atoms, within_cutoff: np.ndarray, stress: bool) -> ChunkCost | None:
-        """Peak bytes of one evaluation as per_atom·atoms + per_edge·edges, or None if unmeasurable.
+        """Peak bytes of one evaluation as fixed + per_atom·atoms + per_edge·edges, or None if
+        unmeasurable.
 
-        Measures the largest piece of at most CALIBRATION_EDGES skin-list edges twice (after a
-        warm-up evaluation, so one-off set-up costs are left out): with its edges inside the
-        cutoff, then with every other one of them. The same atoms with half the edges separate
-        the two terms; a halo-heavy piece measured alone would charge its atoms' memory to its edges.
+        Three measured evaluations (after a warm-up, so one-off set-up costs are left out): the
+        largest piece of at most CALIBRATION_EDGES skin-list edges with its edges inside the
+        cutoff, the same atoms with every other one of those edges, and the largest piece of half
+        that size. The first two separate edges from atoms (a halo-heavy piece measured alone
+        would charge its atoms' memory to its edges), the third the fixed part (one block of a
+        blocked convolution) from the atoms. Terms that come out negative (noise) are dropped
+        and the rest refitted.
         """
-        try:
-            pieces, _ = self._pieces(atoms, within_cutoff, CALIBRATION_EDGES, ChunkCost())
-        except ValueError:  # even one atom's neighbourhood is larger than the sample size
+        samples = []
+        for size in (CALIBRATION_EDGES, CALIBRATION_EDGES // 2):
+            try:
+                pieces, _ = self._pieces(atoms, within_cutoff, size, ChunkCost())
+            except ValueError:  # even one atom's neighbourhood is larger than the sample size
+                return None
+            samples.append(max((piece.within(within_cutoff) for piece in pieces), key=lambda c: len(c.edges)))
+        whole, small = samples
+        half = Chunk(whole.atoms, whole.num_owned, whole.edges[::2], whole.edge_index[:, ::2])
+        chunks = [whole, half, small]
+        sizes = np.array([[1.0, len(c.atoms), len(c.edges)] for c in chunks])
+        if np.linalg.matrix_rank(sizes) < 3:  # too small to tell the terms apart
             return None
-        sample = max((piece.within(within_cutoff) for piece in pieces), key=lambda chunk: len(chunk.edges))
-        half = Chunk(sample.atoms, sample.num_owned, sample.edges[::2], sample.edge_index[:, ::2])
-        if len(half.edges) == len(sample.edges):  # fewer than two edges: nothing to tell apart
-            return None
-        self._evaluate(atoms, sample, stress)
+        self._evaluate(atoms, whole, stress)
         peaks = []
-        for chunk in (sample, half):
+        for chunk in chunks:
             with measure_peak(self.device) as peak:
                 self._evaluate(atoms, chunk, stress)
             peaks.append(peak.bytes)
-        if not peaks[0]:
+        if not peaks[0] or None in peaks:
             return None
-        num_atoms, edges = len(sample.atoms), len(sample.edges)
-        per_edge = (peaks[0] - peaks[1]) / (edges - len(half.edges))
-        per_atom = (peaks[0] - per_edge * edges) / num_atoms
-        if per_edge <= 0 or per_atom < 0:  # measurement noise: charge everything to the edges
-            return ChunkCost(per_atom=0.0, per_edge=peaks[0] / edges)
-        return ChunkCost(per_atom=per_atom, per_edge=per_edge)
+        return _fit_memory(sizes, np.array(peaks, dtype=float))
 
     def _within_cutoff(self, positions: np.ndarray, cell: np.ndarray) -> np.ndarray:
         """(E_skin,) mask of the skin-list edges inside the cutoff now; checks for overlapping atoms."""

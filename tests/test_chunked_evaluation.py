@@ -128,6 +128,37 @@ def test_chunk_plan_is_made_once_per_skin_list_and_stays_exact_as_atoms_move(mon
     assert chunked.neighbours.num_builds == 1 and len(plans) == 1
 
 
+@pytest.mark.parametrize("family", ["nequip", "mace"])
+def test_convolution_in_receiver_blocks_is_exact(family):
+    """Blocks of centre atoms, recomputed in the backward pass, give the one-pass energy,
+    per-atom energies, forces and stress (float64)."""
+    model = small_model(family)
+    atoms = rattled_water()
+    reference = results(EquivariantCalculator(model, max_edges=None), atoms)
+    blocked_model = small_model(family)
+    assert blocked_model.set_block_slots(300)  # a few atoms per block: many blocks, uneven last one
+    blocked = results(EquivariantCalculator(blocked_model, max_edges=None), atoms)
+    np.testing.assert_allclose(blocked["energies"], reference["energies"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(blocked["forces"], reference["forces"], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(blocked["stress"], reference["stress"], rtol=0, atol=1e-12)
+
+
+def test_block_slots_is_a_no_op_for_families_without_irreps_convolutions():
+    assert not small_model("schnet").set_block_slots(300)
+
+
+def test_calculator_sets_block_slots_on_its_copy_only():
+    from eqcalc.nn.irreps import EquivariantConvolution
+
+    model = small_model("mace")
+    blocks = lambda m: {c.block_slots for c in m.modules() if isinstance(c, EquivariantConvolution)}  # noqa: E731
+    assert blocks(EquivariantCalculator(model).model) == {4096}
+    assert blocks(EquivariantCalculator(model, block_slots=None).model) == {None}
+    assert blocks(model) == {None}  # the user's model is untouched
+    with pytest.raises(ValueError, match="block_slots"):
+        EquivariantCalculator(model, block_slots=0)
+
+
 def test_max_edges_too_small_names_the_fix():
     model = small_model("schnet")
     calc = EquivariantCalculator(model, max_edges=5)
@@ -164,8 +195,9 @@ def test_auto_limit_measures_memory_and_chunks_when_free_memory_is_short(monkeyp
 
 
 def test_memory_model_separates_atoms_from_edges(monkeypatch):
-    """The fit recovers per-atom and per-edge bytes of a simulated peak (1000 B/atom + 40 B/edge)
-    from the two calibration evaluations, which hold the same atoms and different edge counts."""
+    """The fit recovers the fixed, per-atom and per-edge bytes of a simulated peak (5 MB + 1000 B/atom
+    + 40 B/edge) from the three calibration evaluations: one piece with all and with every other
+    edge (same atoms), and a smaller piece."""
     import contextlib
 
     import eqcalc.calculator as calculator
@@ -183,7 +215,7 @@ def test_memory_model_separates_atoms_from_edges(monkeypatch):
     def simulated_peak(device):
         peak = PeakMemory()
         yield peak
-        peak.bytes = 1000 * len(evaluated[-1].atoms) + 40 * len(evaluated[-1].edges)
+        peak.bytes = 5_000_000 + 1000 * len(evaluated[-1].atoms) + 40 * len(evaluated[-1].edges)
 
     monkeypatch.setattr(calculator, "measure_peak", simulated_peak)
     atoms.calc = calc
@@ -191,9 +223,21 @@ def test_memory_model_separates_atoms_from_edges(monkeypatch):
     within = calc._within_cutoff(atoms.positions, atoms.cell.array)
     memory = calc._measure_evaluation_memory(atoms, within, True)
     assert memory.per_atom == pytest.approx(1000) and memory.per_edge == pytest.approx(40)
-    sample, half = evaluated[-2:]
+    assert memory.fixed == pytest.approx(5e6)
+    sample, half, small = evaluated[-3:]
     assert sample.atoms.tolist() == half.atoms.tolist() and 0 < len(half.edges) < len(sample.edges) <= edges // 2
-    assert within[sample.edges].all()  # measured on edges inside the cutoff, what steps evaluate
+    assert 0 < len(small.atoms) < len(sample.atoms)
+    assert all(within[chunk.edges].all() for chunk in (sample, small))  # edges inside the cutoff, as steps use
+
+
+def test_memory_fit_drops_terms_that_noise_makes_negative():
+    from eqcalc.calculator import _fit_memory
+
+    sizes = np.array([[1.0, 700, 50_000], [1.0, 700, 25_000], [1.0, 360, 25_000]])
+    peaks = np.array([20e6, 10e6, 10.2e6])  # all edges: the fit alone would make atoms cost < 0
+    memory = _fit_memory(sizes, peaks)
+    assert memory.per_atom >= 0 and memory.per_edge > 0 and memory.fixed >= 0
+    assert memory.of(700, 50_000) == pytest.approx(20e6, rel=0.05)
 
 
 def test_plan_respects_a_per_atom_cost():

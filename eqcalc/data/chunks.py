@@ -103,14 +103,15 @@ def spatial_groups(positions: np.ndarray, blocks_per_axis: int) -> list[np.ndarr
 
 @dataclass(frozen=True)
 class ChunkCost:
-    """What evaluating a subgraph costs: ``per_atom·atoms + per_edge·edges``. The default counts
-    edges (a ``max_edges`` limit); the calculator's measured memory model gives bytes."""
+    """What evaluating a subgraph costs: ``fixed + per_atom·atoms + per_edge·edges``. The default
+    counts edges (a ``max_edges`` limit); the calculator's measured memory model gives bytes."""
 
     per_atom: float = 0.0
     per_edge: float = 1.0
+    fixed: float = 0.0
 
     def of(self, atoms: int, edges: int) -> float:
-        return self.per_atom * atoms + self.per_edge * edges
+        return self.fixed + self.per_atom * atoms + self.per_edge * edges
 
 
 def plan_chunks(

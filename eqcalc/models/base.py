@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..data.validation import check_species
+from ..nn.irreps import EquivariantConvolution
 
 MAX_ATOMIC_NUMBER = 118
 
@@ -101,6 +102,20 @@ class AtomisticModel(nn.Module):
         """Rounds of message passing: an atom's energy depends on atoms up to this many
         neighbour-list hops away (what chunked evaluation needs to know)."""
         raise NotImplementedError(f"{type(self).__name__} does not say how many message-passing rounds it has.")
+
+    def set_block_slots(self, slots: int | None) -> bool:
+        """Run every irreps convolution of the model in blocks of centre atoms of about ``slots``
+        neighbour slots, recomputed in the backward pass (see
+        :class:`~eqcalc.nn.irreps.EquivariantConvolution`): identical results with far less
+        memory on large structures. None: one pass. A runtime setting, not saved with the model.
+
+        Returns:
+            whether the model has such convolutions (False: the setting has no effect).
+        """
+        convolutions = [m for m in self.modules() if isinstance(m, EquivariantConvolution)]
+        for convolution in convolutions:
+            convolution.block_slots = slots
+        return bool(convolutions)
 
     def hyperparameters(self) -> dict[str, Any]:
         """Family-specific constructor arguments (plain Python values).

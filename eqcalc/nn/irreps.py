@@ -21,6 +21,7 @@ import torch
 from e3nn import nn as e3nn_nn
 from e3nn import o3
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .activations import mlp
 from .cutoffs import PolynomialCutoff
@@ -201,6 +202,7 @@ class EquivariantConvolution(nn.Module):
         num_weights = self.tensor_product.num_paths * self.tensor_product.channels
         self.radial = radial_mlp(num_basis, radial_hidden, radial_layers, num_weights)
         self.linear_out = o3.Linear(irreps_mid, self.irreps_out)
+        self.block_slots: int | None = None  # neighbour slots per block of centre atoms (None: one pass)
 
     def path_weights(self, radial: torch.Tensor) -> list[torch.Tensor]:
         """radial (N·D, num_basis) -> num_paths tensors (N·D, C): the radial MLP, its last
@@ -220,10 +222,34 @@ class EquivariantConvolution(nn.Module):
         avg_num_neighbors: float,
     ) -> torch.Tensor:
         """features (N, irreps_in.dim); sh (N·D, irreps_sh.dim), radial (N·D, num_basis) per
-        neighbour slot (:class:`EdgeEmbedding`) -> (N, irreps_out.dim)."""
+        neighbour slot (:class:`EdgeEmbedding`) -> (N, irreps_out.dim).
+
+        With ``block_slots`` set, the per-slot work (radial MLP, tensor product, sum over
+        neighbours) runs for blocks of centre atoms of about that many slots, each block
+        recomputed during the backward pass instead of kept (activation checkpointing): the
+        same values and gradients, with the memory of one block instead of every edge, for
+        about one extra forward pass of the convolution.
+        """
         features = self.linear_in(features)
-        aggregated = self.tensor_product(features, sh, self.path_weights(radial), slots)
+        atoms_per_block = slots.num_nodes if self.block_slots is None else max(1, self.block_slots // slots.width)
+        if atoms_per_block >= slots.num_nodes:
+            aggregated = self._aggregate(features, sh, radial, slots)
+        else:
+            blocks = []
+            for start in range(0, slots.num_nodes, atoms_per_block):
+                stop = min(start + atoms_per_block, slots.num_nodes)
+                rows = slice(start * slots.width, stop * slots.width)
+                inputs = (features, sh[rows], radial[rows], slots.rows(start, stop))
+                if torch.is_grad_enabled():
+                    blocks.append(checkpoint(self._aggregate, *inputs, use_reentrant=False, preserve_rng_state=False))
+                else:
+                    blocks.append(self._aggregate(*inputs))
+            aggregated = torch.cat(blocks)
         return self.linear_out(aggregated / avg_num_neighbors)
+
+    def _aggregate(self, features, sh, radial, slots: NeighbourSlots) -> torch.Tensor:
+        """Σ_j TP(features_j, Y_ij; W(d_ij)) for the centre atoms of ``slots``: (n, irreps_mid.dim)."""
+        return self.tensor_product(features, sh, self.path_weights(radial), slots)
 
 
 def gated_nonlinearity(irreps: o3.Irreps) -> e3nn_nn.Gate:

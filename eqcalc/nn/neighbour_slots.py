@@ -49,3 +49,9 @@ class NeighbourSlots:
         """Per-edge values (E, ...) -> per-slot values (N·D, ...), ``fill`` (broadcast to one row) in padding."""
         rows = torch.cat([edge_values, fill.expand((1,) + edge_values.shape[1:]).to(edge_values)])
         return rows.index_select(0, self.edge_of_slot)
+
+    def rows(self, start: int, stop: int) -> "NeighbourSlots":
+        """Centre atoms start…stop−1 only (their slots are rows start·D … stop·D − 1 of every
+        per-slot tensor); neighbour indices still refer to all N atoms."""
+        window = slice(start * self.width, stop * self.width)
+        return NeighbourSlots(self.edge_of_slot[window], self.neighbour_of_slot[window], stop - start, self.width)
