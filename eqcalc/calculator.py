@@ -25,7 +25,7 @@ from .properties import compute_properties
 AUTO_CHUNK_CHECK_EDGES = 200_000
 CALIBRATION_EDGES = 50_000  # size of the subgraph whose peak memory calibrates the memory model
 MEMORY_FRACTION = 0.5  # share of the free memory one evaluation may use
-BLOCK_SLOTS = 4096  # default neighbour slots per block of centre atoms in irreps convolutions
+CPU_BLOCK_SLOTS = 4096  # neighbour slots per block of centre atoms in irreps convolutions, "auto" on CPU
 
 
 def _grouping_positions(atoms) -> np.ndarray:
@@ -75,7 +75,8 @@ class EquivariantCalculator(Calculator):
         block_slots: irreps convolutions (``nequip``, ``mace``) run their per-edge work for
             blocks of centre atoms of about this many neighbour slots, recomputed in the
             backward pass (see :meth:`AtomisticModel.set_block_slots`): the same results with
-            the memory of one block instead of every edge. None: one pass.
+            the memory of one block instead of every edge. None: one pass. "auto": 4096 on
+            CPU, one pass on other devices (blocks not yet measured on GPUs).
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order xx, yy, zz, yz, xz, xy;
     ASE sign: positive = tensile). Per-atom energies are available as "energies".
@@ -91,7 +92,7 @@ class EquivariantCalculator(Calculator):
         skin: float = 0.5,
         min_distance: float = MIN_DISTANCE,
         max_edges: int | str | None = "auto",
-        block_slots: int | None = BLOCK_SLOTS,
+        block_slots: int | str | None = "auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -101,8 +102,10 @@ class EquivariantCalculator(Calculator):
         else:
             model = load_model(model, device=device, dtype=dtype)
         self.model = model.eval().requires_grad_(False)
-        if not (block_slots is None or (isinstance(block_slots, int) and block_slots > 0)):
-            raise ValueError(f"block_slots must be a positive integer or None, got {block_slots!r}.")
+        if not (block_slots in (None, "auto") or (isinstance(block_slots, int) and block_slots > 0)):
+            raise ValueError(f"block_slots must be a positive integer, 'auto' or None, got {block_slots!r}.")
+        if block_slots == "auto":
+            block_slots = CPU_BLOCK_SLOTS if torch.device(device).type == "cpu" else None
         self.model.set_block_slots(block_slots)
         self.device = torch.device(device)
         self.min_distance = float(min_distance)

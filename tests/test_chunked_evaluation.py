@@ -152,7 +152,8 @@ def test_calculator_sets_block_slots_on_its_copy_only():
 
     model = small_model("mace")
     blocks = lambda m: {c.block_slots for c in m.modules() if isinstance(c, EquivariantConvolution)}  # noqa: E731
-    assert blocks(EquivariantCalculator(model).model) == {4096}
+    assert blocks(EquivariantCalculator(model).model) == {4096}  # "auto" on CPU
+    assert blocks(EquivariantCalculator(model, block_slots=500).model) == {500}
     assert blocks(EquivariantCalculator(model, block_slots=None).model) == {None}
     assert blocks(model) == {None}  # the user's model is untouched
     with pytest.raises(ValueError, match="block_slots"):
