@@ -51,7 +51,7 @@ def timed_calls(num_atoms: int) -> int:
 
 
 def measure_case(
-    family: str, repeat: int, threads: int, keep_memory: bool, max_edges: int | str | None, block_slots: int | None
+    family: str, repeat: int, threads: int, keep_memory: bool, max_edges: int | str | None, block_slots: int | str | None
 ) -> dict:
     """Run one case in this process and return its measurements (call in a fresh process)."""
     import numpy as np
@@ -78,7 +78,6 @@ def measure_case(
 
     tick = time.perf_counter()
     calc.calculate(atoms, properties)
-    cutoff_edges = eqcalc.data.atoms_to_graph(atoms, model.cutoff).edge_index.shape[1]
     first_neighbour_seconds = calc.neighbour_seconds
     warmup_calls = 1
     while time.perf_counter() - tick < WARMUP_SECONDS and warmup_calls < MAX_WARMUP:
@@ -98,8 +97,7 @@ def measure_case(
         "params": sum(p.numel() for p in calc.model.parameters()),
         "chunks": calc.num_chunks,
         # the calculator's fitted memory model (fitted only for "auto" above its check size)
-        "predicted_kib": None if calc.evaluation_memory is None
-        else calc.evaluation_memory.of(len(atoms), cutoff_edges) / 1024,
+        "predicted_kib": predicted_kib(calc, atoms),
         "ms_per_call": 1e3 * float(np.median(times)),
         "calls": len(times),
         "warmup_calls": warmup_calls,
@@ -107,6 +105,19 @@ def measure_case(
         "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_after_imports,
         "case_seconds": time.perf_counter() - start,
     }
+
+
+def predicted_kib(calc, atoms) -> float | None:
+    """The whole graph's peak memory as the calculator's fitted model predicts it (KiB), or None
+    where it fitted none (structures below its check size, max_edges not "auto")."""
+    import numpy as np
+
+    from eqcalc.data import atoms_to_graph
+
+    if calc.evaluation_memory is None:
+        return None
+    edge_index = atoms_to_graph(atoms, calc.model.cutoff).edge_index.numpy()
+    return calc.evaluation_memory.bytes(len(atoms), int(np.bincount(edge_index[0]).max())) / 1024
 
 
 def run_in_subprocess(family: str, repeat: int, block_slots: str, args: argparse.Namespace, timeout: float) -> dict:
@@ -172,7 +183,7 @@ def main() -> None:
     parser.add_argument("--label", default="", help="appended to the output file names, e.g. _malloc-reuse")
     parser.add_argument("--keep-freed-memory", action="store_true", help="glibc keeps freed memory (see above)")
     parser.add_argument("--max-edges", default="auto", help="calculator max_edges: auto, none or a number")
-    parser.add_argument("--block-slots", nargs="+", default=["4096"], help="calculator block_slots: numbers or none")
+    parser.add_argument("--block-slots", nargs="+", default=["4096"], help="calculator block_slots: numbers, auto or none")
     parser.add_argument("--max-case-gib", type=float, default=6.0, help="skip cases expected to need more memory")
     parser.add_argument("--max-case-seconds", type=float, default=240.0, help="skip cases expected to take longer")
     parser.add_argument("--case", nargs=2, metavar=("FAMILY", "REPEAT"), help=argparse.SUPPRESS)
@@ -181,7 +192,8 @@ def main() -> None:
     if max_edges is None and args.max_edges.lower() != "none":
         max_edges = int(args.max_edges)
     if args.case:
-        block_slots = None if args.block_slots[0].lower() == "none" else int(args.block_slots[0])
+        choice = args.block_slots[0].lower()
+        block_slots = {"none": None, "auto": "auto"}[choice] if choice in ("none", "auto") else int(choice)
         case = measure_case(args.case[0], int(args.case[1]), args.threads, args.keep_freed_memory, max_edges, block_slots)
         print(json.dumps(case))
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 import math
 import os
 import time
@@ -38,17 +39,41 @@ def has_stress(atoms) -> bool:
     return stress_defined(atoms.cell.array, atoms.pbc)
 
 
-def _fit_memory(sizes: np.ndarray, peaks: np.ndarray) -> ChunkCost:
-    """Least-squares fixed, per-atom and per-edge bytes from rows (1, atoms, edges) of ``sizes``
-    and measured ``peaks``, keeping only terms that come out non-negative."""
-    terms = [0, 1, 2]
+def _width(edge_index: np.ndarray, num_atoms: int) -> int:
+    """The most edges one atom receives: the row width of the neighbour-slot table (≥ 1)."""
+    return max(int(np.bincount(edge_index[0], minlength=num_atoms).max(initial=0)), 1)
+
+
+@dataclass(frozen=True)
+class EvaluationMemory:
+    """Peak bytes of one evaluation: fixed + per_atom·atoms + per_slot·atoms·width, where the
+    width is the most edges one atom has (per-slot tables are padded to it, so it is slots, not
+    edges, that per-edge tensors scale with)."""
+
+    fixed: float
+    per_atom: float
+    per_slot: float
+
+    def bytes(self, atoms: int, width: int) -> float:
+        return self.fixed + (self.per_atom + self.per_slot * width) * atoms
+
+    def chunk_cost(self, width: int) -> ChunkCost:
+        """Cost of a piece whose atoms have at most ``width`` edges each, for :func:`plan_chunks`."""
+        return ChunkCost(per_atom=self.per_atom + self.per_slot * width, per_edge=0.0, fixed=self.fixed)
+
+
+def _fit_memory(sizes: np.ndarray, peaks: np.ndarray) -> EvaluationMemory:
+    """Least-squares fixed, per-atom and per-slot bytes from rows (1, atoms, slots) of ``sizes``
+    (columns of zeros: terms left out) and measured ``peaks``, keeping only terms that come out
+    positive (a negative one is noise) and refitting the rest."""
+    terms = [t for t in range(3) if sizes[:, t].any()]
     while True:
         solution, *_ = np.linalg.lstsq(sizes[:, terms], peaks, rcond=None)
         if (solution >= 0).all() or len(terms) == 1:
             break
         terms = [t for t, value in zip(terms, solution) if value > 0] or [2]
     coefficients = dict(zip(terms, np.maximum(solution, 0.0)))
-    return ChunkCost(per_atom=coefficients.get(1, 0.0), per_edge=coefficients.get(2, 0.0), fixed=coefficients.get(0, 0.0))
+    return EvaluationMemory(*(float(coefficients.get(t, 0.0)) for t in range(3)))
 
 
 class EquivariantCalculator(Calculator):
@@ -69,14 +94,14 @@ class EquivariantCalculator(Calculator):
             :mod:`eqcalc.data.chunks`); the chunks are planned once per skin-list build. "auto": a
             structure above 200k skin-list edges is chunked only if its predicted peak memory
             exceeds half the free memory, with pieces predicted to fit in that half. The
-            prediction, bytes = fixed + per_atom·atoms + per_edge·edges (``evaluation_memory``),
-            is fitted once from three measured evaluations of ~50k- and ~25k-edge pieces. None:
-            never chunk.
+            prediction (``evaluation_memory``, :class:`EvaluationMemory`) is fitted once from
+            measured evaluations of ~50k- and ~25k-edge pieces. None: never chunk.
         block_slots: irreps convolutions (``nequip``, ``mace``) run their per-edge work for
             blocks of centre atoms of about this many neighbour slots, recomputed in the
             backward pass (see :meth:`AtomisticModel.set_block_slots`): the same results with
-            the memory of one block instead of every edge. None: one pass. "auto": 4096 on
-            CPU, one pass on other devices (blocks not yet measured on GPUs).
+            the per-slot intermediates of one block instead of every edge. The calculator's
+            setting replaces the model's own. None: one pass. "auto": 4096 on CPU, one pass on
+            other devices (blocks not yet measured on GPUs).
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order xx, yy, zz, yz, xz, xy;
     ASE sign: positive = tensile). Per-atom energies are available as "energies".
@@ -114,12 +139,12 @@ class EquivariantCalculator(Calculator):
         if not (max_edges in (None, "auto") or (isinstance(max_edges, int) and max_edges > 0)):
             raise ValueError(f"max_edges must be a positive integer, 'auto' or None, got {max_edges!r}.")
         self.max_edges = max_edges
-        self.evaluation_memory: ChunkCost | None = None  # bytes per atom and per edge, fitted on first need
+        self.evaluation_memory: EvaluationMemory | None = None  # peak-memory model, fitted on first need
         self._memory_measured = False  # whether the fit was tried (it fails where memory is unmeasurable)
         self.num_chunks = 1  # chunks the last calculation used
         self._plan: list[Chunk] = []  # chunks of the current skin list …
         self._plan_build = -1  # … made for this neighbour-list build
-        self._skin_plan_failed = -1  # the build whose skin list could not be split into max_edges pieces
+        self._skin_plan_failed = -1  # the build whose skin list could not be split into pieces within the limit
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -193,10 +218,13 @@ class EquivariantCalculator(Calculator):
             self.evaluation_memory = self._measure_evaluation_memory(atoms, within_cutoff, stress)
             self._memory_measured = True
         memory, limit = self.evaluation_memory, MEMORY_FRACTION * free
-        if memory is None or memory.of(len(atoms), int(within_cutoff.sum())) <= limit:
+        # whole: the graph evaluated now (cutoff edges; the plan is kept until the next rebuild, as
+        # edges cross the cutoff the memory fraction leaves room); pieces: costed at the skin list's
+        # width, an upper bound for any step until the rebuild
+        if memory is None or memory.bytes(len(atoms), _width(edge_index[:, within_cutoff], len(atoms))) <= limit:
             return whole, True
         try:
-            return self._pieces(atoms, within_cutoff, limit, memory)
+            return self._pieces(atoms, within_cutoff, limit, memory.chunk_cost(_width(edge_index, len(atoms))))
         except ValueError as error:
             raise MemoryError(
                 f"{len(atoms)} atoms with {int(within_cutoff.sum())} edges need more memory than is free even in "
@@ -225,39 +253,46 @@ class EquivariantCalculator(Calculator):
         pieces = plan_chunks(positions, edge_index[:, inside], hops, limit, cost)
         return [Chunk(p.atoms, p.num_owned, inside[p.edges], p.edge_index) for p in pieces], False
 
-    def _measure_evaluation_memory(self, atoms, within_cutoff: np.ndarray, stress: bool) -> ChunkCost | None:
-        """Peak bytes of one evaluation as fixed + per_atom·atoms + per_edge·edges, or None if
-        unmeasurable.
+    def _measure_evaluation_memory(self, atoms, within_cutoff: np.ndarray, stress: bool) -> EvaluationMemory | None:
+        """Fitted peak memory of one evaluation (:class:`EvaluationMemory`), or None if unmeasurable.
 
-        Three measured evaluations (after a warm-up, so one-off set-up costs are left out): the
-        largest piece of at most CALIBRATION_EDGES skin-list edges with its edges inside the
-        cutoff, the same atoms with every other one of those edges, and the largest piece of half
-        that size. The first two separate edges from atoms (a halo-heavy piece measured alone
-        would charge its atoms' memory to its edges), the third the fixed part (one block of a
-        blocked convolution) from the atoms. Terms that come out negative (noise) are dropped
-        and the rest refitted.
+        Measured evaluations, after a warm-up so one-off set-up costs are left out: the largest
+        piece of at most CALIBRATION_EDGES cutoff edges; the same atoms with every other one of
+        its edges (separating slots from atoms: a halo-heavy piece measured alone would charge its
+        atoms' memory to its edges); and, to separate the fixed part (e.g. one block of a blocked
+        convolution), the largest piece of a plan with half that piece's edges. Without the third
+        (its plan fails: a single halo is larger) the fixed part is left out of the fit.
         """
-        samples = []
-        for size in (CALIBRATION_EDGES, CALIBRATION_EDGES // 2):
+        inside = np.flatnonzero(within_cutoff)
+        cutoff_edges, hops = self.neighbours.edge_index[:, inside], self.model.message_passing_hops
+        positions = _grouping_positions(atoms)
+
+        def largest_piece(limit: int) -> Chunk | None:
             try:
-                pieces, _ = self._pieces(atoms, within_cutoff, size, ChunkCost())
+                pieces = plan_chunks(positions, cutoff_edges, hops, limit)
             except ValueError:  # even one atom's neighbourhood is larger than the sample size
                 return None
-            samples.append(max((piece.within(within_cutoff) for piece in pieces), key=lambda c: len(c.edges)))
-        whole, small = samples
-        half = Chunk(whole.atoms, whole.num_owned, whole.edges[::2], whole.edge_index[:, ::2])
-        chunks = [whole, half, small]
-        sizes = np.array([[1.0, len(c.atoms), len(c.edges)] for c in chunks])
-        if np.linalg.matrix_rank(sizes) < 3:  # too small to tell the terms apart
+            piece = max(pieces, key=lambda chunk: len(chunk.edges))
+            return Chunk(piece.atoms, piece.num_owned, inside[piece.edges], piece.edge_index)
+
+        sample = largest_piece(CALIBRATION_EDGES)
+        if sample is None or len(sample.edges) < 2:
             return None
-        self._evaluate(atoms, whole, stress)
+        chunks = [sample, Chunk(sample.atoms, sample.num_owned, sample.edges[::2], sample.edge_index[:, ::2])]
+        smaller = largest_piece(len(sample.edges) // 2)
+        if smaller is not None and len(smaller.edges) > 0:
+            chunks.append(smaller)
+        sizes = np.array([[1.0, len(c.atoms), len(c.atoms) * _width(c.edge_index, len(c.atoms))] for c in chunks])
+        if len(chunks) < 3 or np.linalg.matrix_rank(sizes) < 3:
+            chunks, sizes = chunks[:2], sizes[:2] * [0.0, 1.0, 1.0]  # no fixed term
+        self._evaluate(atoms, sample, stress)
         peaks = []
         for chunk in chunks:
             with measure_peak(self.device) as peak:
                 self._evaluate(atoms, chunk, stress)
+            if not peak.bytes:
+                return None
             peaks.append(peak.bytes)
-        if not peaks[0] or None in peaks:
-            return None
         return _fit_memory(sizes, np.array(peaks, dtype=float))
 
     def _within_cutoff(self, positions: np.ndarray, cell: np.ndarray) -> np.ndarray:

@@ -132,12 +132,21 @@ def test_chunk_plan_is_made_once_per_skin_list_and_stays_exact_as_atoms_move(mon
 def test_convolution_in_receiver_blocks_is_exact(family):
     """Blocks of centre atoms, recomputed in the backward pass, give the one-pass energy,
     per-atom energies, forces and stress (float64)."""
+    from eqcalc.nn.irreps import MAX_BLOCKS, EquivariantConvolution
+
     model = small_model(family)
     atoms = rattled_water()
-    reference = results(EquivariantCalculator(model, max_edges=None), atoms)
-    blocked_model = small_model(family)
-    assert blocked_model.set_block_slots(300)  # a few atoms per block: many blocks, uneven last one
-    blocked = results(EquivariantCalculator(blocked_model, max_edges=None), atoms)
+    reference = results(EquivariantCalculator(model, max_edges=None, block_slots=None), atoms)
+    calc = EquivariantCalculator(model, max_edges=None, block_slots=300)  # many blocks, an uneven last one
+    blocked = results(calc, atoms)
+    product = next(m for m in calc.model.modules() if isinstance(m, EquivariantConvolution)).tensor_product
+    block_atoms = []  # centre atoms of each aggregate call of the first convolution
+    original = product.aggregate
+    product.aggregate = lambda sources, sh, weights, slots: block_atoms.append(slots.num_nodes) or original(
+        sources, sh, weights, slots)
+    calc.calculate(atoms, ["energy", "forces"])
+    nodes = len(atoms) + model.num_species  # the model appends one neighbour-less atom per species
+    assert 2 < len(block_atoms) <= 2 * MAX_BLOCKS and sum(block_atoms) == 2 * nodes  # forward + recompute
     np.testing.assert_allclose(blocked["energies"], reference["energies"], rtol=0, atol=1e-12)
     np.testing.assert_allclose(blocked["forces"], reference["forces"], rtol=0, atol=1e-10)
     np.testing.assert_allclose(blocked["stress"], reference["stress"], rtol=0, atol=1e-12)
@@ -174,35 +183,73 @@ def test_bad_max_edges_option():
         EquivariantCalculator(small_model("schnet"), max_edges=0)
 
 
-def test_auto_limit_measures_memory_and_chunks_when_free_memory_is_short(monkeypatch):
-    """With "auto", a structure above the check size has its memory model fitted once and is
-    chunked when the predicted peak exceeds half the free memory (simulated: 1 MB free)."""
+def auto_calculator(monkeypatch, model, free_bytes: float, memory=None):
+    """A max_edges="auto" calculator that checks every structure, with ``free_bytes`` free and,
+    if given, ``memory`` as its fitted memory model (skipping the measurement)."""
     import eqcalc.calculator as calculator
+
+    monkeypatch.setattr(calculator, "AUTO_CHUNK_CHECK_EDGES", 10)
+    monkeypatch.setattr(calculator, "available_bytes", lambda device: free_bytes)
+    calc = EquivariantCalculator(model)
+    if memory is not None:
+        calc.evaluation_memory, calc._memory_measured = memory, True
+    return calc
+
+
+def test_auto_mode_chunks_when_the_predicted_peak_exceeds_half_the_free_memory(monkeypatch):
+    from eqcalc.calculator import EvaluationMemory
 
     model = small_model("schnet")
     atoms = rattled_water()
-    edges = atoms_to_graph(atoms, model.cutoff).edge_index.shape[1]
     reference = results(EquivariantCalculator(model, max_edges=None), atoms)
-    monkeypatch.setattr(calculator, "AUTO_CHUNK_CHECK_EDGES", edges // 8)
-    monkeypatch.setattr(calculator, "CALIBRATION_EDGES", edges // 2)
-    calc = EquivariantCalculator(model)
-    monkeypatch.setattr(calculator, "available_bytes", lambda device: 2**20)
-    monkeypatch.setattr(calc, "_measure_evaluation_memory", lambda *args: ChunkCost(per_atom=100.0, per_edge=100.0))
+    memory = EvaluationMemory(fixed=1e4, per_atom=100.0, per_slot=100.0)
+    calc = auto_calculator(monkeypatch, model, 2**20, memory)
     pieces = results(calc, atoms)
     assert calc.num_chunks > 1
-    assert max(100.0 * (len(c.atoms) + len(c.edges)) for c in calc._plan) <= 2**19
+    width = max(np.bincount(c.edge_index[0], minlength=len(c.atoms)).max() for c in calc._plan)
+    assert max(memory.bytes(len(c.atoms), width) for c in calc._plan) <= 2**19
     np.testing.assert_allclose(pieces["forces"], reference["forces"], atol=1e-10)
     np.testing.assert_allclose(pieces["energy"], reference["energy"], rtol=1e-13)
 
 
-def test_memory_model_separates_atoms_from_edges(monkeypatch):
-    """The fit recovers the fixed, per-atom and per-edge bytes of a simulated peak (5 MB + 1000 B/atom
-    + 40 B/edge) from the three calibration evaluations: one piece with all and with every other
-    edge (same atoms), and a smaller piece."""
+def test_auto_mode_evaluates_whole_when_the_prediction_fits(monkeypatch):
+    """The decision uses the cutoff graph (the skin list's extra pairs are not evaluated)."""
+    from eqcalc.calculator import EvaluationMemory
+
+    model = small_model("schnet")
+    atoms = rattled_water()
+    graph = atoms_to_graph(atoms, model.cutoff)
+    width = int(np.bincount(graph.edge_index[0].numpy()).max())
+    memory = EvaluationMemory(fixed=0.0, per_atom=0.0, per_slot=1.0)
+    fits_cutoff_graph_only = 2 * len(atoms) * width * 1.01  # half of it: the cutoff graph, not the skin list
+    calc = auto_calculator(monkeypatch, model, fits_cutoff_graph_only, memory)
+    results(calc, atoms)
+    assert calc.num_chunks == 1
+    assert len(atoms) * max(np.bincount(calc.neighbours.edge_index[0])) > fits_cutoff_graph_only / 2
+
+
+def simulated_peak(evaluated: list, fixed: float, per_atom: float, per_slot: float):
+    """A stand-in for measure_peak: the bytes of the last evaluated chunk under a known model."""
     import contextlib
 
-    import eqcalc.calculator as calculator
     from eqcalc.memory import PeakMemory
+
+    @contextlib.contextmanager
+    def measure(device):
+        peak = PeakMemory()
+        yield peak
+        chunk = evaluated[-1]
+        width = max(int(np.bincount(chunk.edge_index[0], minlength=len(chunk.atoms)).max()), 1)
+        peak.bytes = int(fixed + (per_atom + per_slot * width) * len(chunk.atoms))
+
+    return measure
+
+
+def test_memory_model_separates_fixed_atom_and_slot_bytes(monkeypatch):
+    """The fit recovers a simulated peak of 5 MB + 1000 B/atom + 40 B/slot from the three
+    calibration evaluations: one piece with all and with every other edge (same atoms), and a
+    smaller piece."""
+    import eqcalc.calculator as calculator
 
     model = small_model("schnet")
     atoms = rattled_water()
@@ -211,20 +258,12 @@ def test_memory_model_separates_atoms_from_edges(monkeypatch):
     calc = EquivariantCalculator(model, max_edges=None)
     evaluated = []
     monkeypatch.setattr(calc, "_evaluate", lambda atoms, chunk, stress: evaluated.append(chunk))
-
-    @contextlib.contextmanager
-    def simulated_peak(device):
-        peak = PeakMemory()
-        yield peak
-        peak.bytes = 5_000_000 + 1000 * len(evaluated[-1].atoms) + 40 * len(evaluated[-1].edges)
-
-    monkeypatch.setattr(calculator, "measure_peak", simulated_peak)
-    atoms.calc = calc
+    monkeypatch.setattr(calculator, "measure_peak", simulated_peak(evaluated, 5e6, 1000.0, 40.0))
     calc.neighbours.update(atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)
     within = calc._within_cutoff(atoms.positions, atoms.cell.array)
     memory = calc._measure_evaluation_memory(atoms, within, True)
-    assert memory.per_atom == pytest.approx(1000) and memory.per_edge == pytest.approx(40)
-    assert memory.fixed == pytest.approx(5e6)
+    assert memory.fixed == pytest.approx(5e6) and memory.per_atom == pytest.approx(1000)
+    assert memory.per_slot == pytest.approx(40)
     sample, half, small = evaluated[-3:]
     assert sample.atoms.tolist() == half.atoms.tolist() and 0 < len(half.edges) < len(sample.edges) <= edges // 2
     assert 0 < len(small.atoms) < len(sample.atoms)
@@ -235,10 +274,10 @@ def test_memory_fit_drops_terms_that_noise_makes_negative():
     from eqcalc.calculator import _fit_memory
 
     sizes = np.array([[1.0, 700, 50_000], [1.0, 700, 25_000], [1.0, 360, 25_000]])
-    peaks = np.array([20e6, 10e6, 10.2e6])  # all edges: the fit alone would make atoms cost < 0
+    peaks = np.array([20e6, 10e6, 10.2e6])  # solved exactly, atoms would cost < 0
     memory = _fit_memory(sizes, peaks)
-    assert memory.per_atom >= 0 and memory.per_edge > 0 and memory.fixed >= 0
-    assert memory.of(700, 50_000) == pytest.approx(20e6, rel=0.05)
+    assert memory.per_atom == 0.0 and memory.per_slot > 0 and memory.fixed > 0
+    assert memory.bytes(700, 50_000 // 700) == pytest.approx(20e6, rel=0.05)
 
 
 def test_plan_respects_a_per_atom_cost():
@@ -254,14 +293,10 @@ def test_plan_respects_a_per_atom_cost():
 
 
 def test_auto_mode_says_when_even_chunks_do_not_fit(monkeypatch):
-    import eqcalc.calculator as calculator
+    from eqcalc.calculator import EvaluationMemory
 
-    model = small_model("schnet")
+    calc = auto_calculator(monkeypatch, small_model("schnet"), 1, EvaluationMemory(1e6, 1e6, 1e6))
     atoms = rattled_water()
-    monkeypatch.setattr(calculator, "AUTO_CHUNK_CHECK_EDGES", 10)
-    monkeypatch.setattr(calculator, "available_bytes", lambda device: 1)
-    calc = EquivariantCalculator(model)
-    calc.evaluation_memory, calc._memory_measured = ChunkCost(per_atom=1e6, per_edge=1e6), True  # as if measured
     atoms.calc = calc
     with pytest.raises(MemoryError, match="need more memory than is free even in chunks"):
         atoms.get_potential_energy()
@@ -285,8 +320,7 @@ def test_failed_calibration_is_remembered(monkeypatch):
 
 
 def test_calibration_uses_a_piece_with_edges(monkeypatch):
-    """The lowest grid block holds only an isolated atom: calibration measures a piece with edges
-    (taking the first block would divide by zero edges)."""
+    """The lowest grid block holds only an isolated atom: calibration measures a piece with edges."""
     import eqcalc.calculator as calculator
 
     model = small_model("schnet", cutoff=1.8)
@@ -295,9 +329,13 @@ def test_calibration_uses_a_piece_with_edges(monkeypatch):
     calc = EquivariantCalculator(model, max_edges=None)
     calc.neighbours.update(atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)
     within = calc._within_cutoff(atoms.positions, atoms.cell.array)
-    monkeypatch.setattr(calculator, "CALIBRATION_EDGES", 3 * calc.neighbours.edge_index.shape[1] // 4)
+    monkeypatch.setattr(calculator, "CALIBRATION_EDGES", 3 * int(within.sum()) // 4)
+    evaluated = []
+    monkeypatch.setattr(calc, "_evaluate", lambda atoms, chunk, stress: evaluated.append(chunk))
+    monkeypatch.setattr(calculator, "measure_peak", simulated_peak(evaluated, 0.0, 1000.0, 40.0))
     memory = calc._measure_evaluation_memory(atoms, within, False)
-    assert memory is None or (memory.per_edge > 0 and memory.per_atom >= 0)
+    assert memory is not None and memory.per_atom == pytest.approx(1000) and memory.per_slot == pytest.approx(40)
+    assert all(len(chunk.edges) > 0 for chunk in evaluated)
 
 
 def test_a_skin_halo_too_big_for_max_edges_falls_back_to_the_cutoff_graph_once_per_build(monkeypatch):

@@ -124,19 +124,27 @@ def plan_chunks(
         ValueError: when even a single atom's subgraph costs more than ``limit``.
     """
     incoming = IncomingEdges(edge_index, len(positions))
-    total = cost.of(len(positions), edge_index.shape[1])
-    blocks = max(1, int(np.ceil(np.cbrt(total / limit))))
+
+    def too_big(chunks: list[Chunk]) -> list[Chunk]:
+        return [c for c in chunks if cost.of(len(c.atoms), len(c.edges)) > limit]
+
+    def fail(chunks: list[Chunk]) -> ValueError:
+        worst = max(chunks, key=lambda c: cost.of(len(c.atoms), len(c.edges)))
+        return ValueError(
+            f"A single atom's {hops}-hop neighbourhood ({len(worst.atoms)} atoms, {len(worst.edges)} edges) "
+            f"already exceeds the limit of one evaluation ({limit:.4g}{'' if cost == ChunkCost() else ' bytes'}): "
+            "raise max_edges (it bounds the memory of one model evaluation)."
+        )
+
+    busiest = np.bincount(edge_index[0], minlength=len(positions)).argmax() if edge_index.size else 0
+    if failed := too_big([halo_chunk(np.array([busiest]), incoming, hops)]):  # fail fast, before refining
+        raise fail(failed)
+    blocks = max(1, int(np.ceil(np.cbrt(cost.of(len(positions), edge_index.shape[1]) / limit))))
     while True:
         chunks = [halo_chunk(group, incoming, hops) for group in spatial_groups(positions, blocks)]
-        costs = [cost.of(len(c.atoms), len(c.edges)) for c in chunks]
-        if max(costs) <= limit:
+        failed = too_big(chunks)
+        if not failed:
             return chunks
-        too_big = [c for c, value in zip(chunks, costs) if value > limit]
-        if all(c.num_owned == 1 for c in too_big):
-            worst = max(too_big, key=lambda c: cost.of(len(c.atoms), len(c.edges)))
-            raise ValueError(
-                f"A single atom's {hops}-hop neighbourhood ({len(worst.atoms)} atoms, {len(worst.edges)} edges) "
-                f"already exceeds the limit of one evaluation ({limit:.4g}{'' if cost == ChunkCost() else ' bytes'}): "
-                "raise max_edges (it bounds the memory of one model evaluation)."
-            )
+        if all(c.num_owned == 1 for c in failed):
+            raise fail(failed)
         blocks += max(1, blocks // 2)

@@ -112,6 +112,8 @@ class AtomisticModel(nn.Module):
         Returns:
             whether the model has such convolutions (False: the setting has no effect).
         """
+        if not (slots is None or (isinstance(slots, int) and slots > 0)):
+            raise ValueError(f"block slots must be a positive integer or None, got {slots!r}.")
         convolutions = [m for m in self.modules() if isinstance(m, EquivariantConvolution)]
         for convolution in convolutions:
             convolution.block_slots = slots

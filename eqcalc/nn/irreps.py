@@ -139,6 +139,9 @@ class FullyConnectedTensorProduct(ExactClebschGordan, o3.FullyConnectedTensorPro
     """:class:`e3nn.o3.FullyConnectedTensorProduct` with exact coefficients in every dtype."""
 
 
+MAX_BLOCKS = 16  # blocks per blocked convolution: each block's backward touches every atom's features
+
+
 class EdgeEmbedding(nn.Module):
     """Edge vectors → invariant radial basis and equivariant spherical harmonics, per neighbour slot.
 
@@ -225,31 +228,35 @@ class EquivariantConvolution(nn.Module):
         neighbour slot (:class:`EdgeEmbedding`) -> (N, irreps_out.dim).
 
         With ``block_slots`` set, the per-slot work (radial MLP, tensor product, sum over
-        neighbours) runs for blocks of centre atoms of about that many slots, each block
-        recomputed during the backward pass instead of kept (activation checkpointing): the
-        same values and gradients, with the memory of one block instead of every edge, for
-        about one extra forward pass of the convolution.
+        neighbours) runs for blocks of centre atoms of about that many slots (at most
+        MAX_BLOCKS blocks), each block recomputed during the backward pass instead of kept
+        (activation checkpointing): the same values and gradients, with the per-slot
+        intermediates of one block instead of every edge, for about one extra forward pass of
+        the convolution. The per-slot inputs (sh, radial) stay whole.
         """
         features = self.linear_in(features)
-        atoms_per_block = slots.num_nodes if self.block_slots is None else max(1, self.block_slots // slots.width)
-        if atoms_per_block >= slots.num_nodes:
-            aggregated = self._aggregate(features, sh, radial, slots)
+        if self.block_slots is None or slots.num_nodes * slots.width <= self.block_slots:
+            aggregated = self._aggregate(self.tensor_product.sources(features), sh, radial, slots)
         else:
+            atoms_per_block = max(self.block_slots // slots.width, -(-slots.num_nodes // MAX_BLOCKS), 1)
+            sources = self.tensor_product.sources(features)  # once: every block gathers from all atoms
+            rows = atoms_per_block * slots.width
             blocks = []
-            for start in range(0, slots.num_nodes, atoms_per_block):
-                stop = min(start + atoms_per_block, slots.num_nodes)
-                rows = slice(start * slots.width, stop * slots.width)
-                inputs = (features, sh[rows], radial[rows], slots.rows(start, stop))
+            for index, (sh_rows, radial_rows) in enumerate(zip(sh.split(rows), radial.split(rows))):
+                start = index * atoms_per_block
+                block = slots.rows(start, min(start + atoms_per_block, slots.num_nodes))
                 if torch.is_grad_enabled():
-                    blocks.append(checkpoint(self._aggregate, *inputs, use_reentrant=False, preserve_rng_state=False))
+                    blocks.append(checkpoint(
+                        self._aggregate, sources, sh_rows, radial_rows, block, use_reentrant=False, preserve_rng_state=False
+                    ))
                 else:
-                    blocks.append(self._aggregate(*inputs))
+                    blocks.append(self._aggregate(sources, sh_rows, radial_rows, block))
             aggregated = torch.cat(blocks)
         return self.linear_out(aggregated / avg_num_neighbors)
 
-    def _aggregate(self, features, sh, radial, slots: NeighbourSlots) -> torch.Tensor:
+    def _aggregate(self, sources: dict[int, torch.Tensor], sh, radial, slots: NeighbourSlots) -> torch.Tensor:
         """Σ_j TP(features_j, Y_ij; W(d_ij)) for the centre atoms of ``slots``: (n, irreps_mid.dim)."""
-        return self.tensor_product(features, sh, self.path_weights(radial), slots)
+        return self.tensor_product.aggregate(sources, sh, self.path_weights(radial), slots)
 
 
 def gated_nonlinearity(irreps: o3.Irreps) -> e3nn_nn.Gate:

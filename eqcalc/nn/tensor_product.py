@@ -109,19 +109,34 @@ class ConvolutionProduct(ExactCoefficients):
     ) -> torch.Tensor:
         """features (N, irreps_in.dim); per neighbour slot of ``slots``: sh (N·D, irreps_sh.dim),
         weights one (N·D, C) tensor per path -> (N, irreps_out.dim)."""
-        n, width, channels = slots.num_nodes, slots.width, self.channels
+        return self.aggregate(self.sources(features), sh, weights, slots)
+
+    def sources(self, features: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The input blocks the paths read, each as (N, d1, C) contiguous: the layout the
+        neighbour gather of :meth:`aggregate` reads (made once, shared by blocks of centre atoms)."""
         blocks = features.split(self.block_sizes_in1, dim=1)
+        used = sorted({p.i_in1 for p in self.paths})
+        return {
+            i1: blocks[i1].reshape(-1, self.channels, d1).transpose(1, 2).contiguous()
+            for i1, d1 in ((i1, self.block_sizes_in1[i1] // self.channels) for i1 in used)
+        }
+
+    def aggregate(
+        self, sources: dict[int, torch.Tensor], sh: torch.Tensor, weights: list[torch.Tensor], slots: NeighbourSlots
+    ) -> torch.Tensor:
+        """:meth:`forward` from :meth:`sources` of all N atoms, for the centre atoms of ``slots``
+        (which may be :meth:`NeighbourSlots.rows` of a larger table): -> (n, irreps_out.dim)."""
+        n, width, channels = slots.num_nodes, slots.width, self.channels
         sh_blocks = sh.split(self.block_sizes_in2, dim=1)
-        gathered = {}  # input block -> (N, D, d1, C) neighbour features
+        gathered = {}  # input block -> (n, D, d1, C) neighbour features
         outputs = []
         for k, ((i1, i2, _), (d1, d_out), w) in enumerate(zip(self.paths, self.path_dims, weights)):
             if i1 not in gathered:
-                x = blocks[i1].reshape(-1, channels, d1).transpose(1, 2).contiguous()
-                gathered[i1] = x.index_select(0, slots.neighbour_of_slot).view(n, width, d1, channels)
+                gathered[i1] = sources[i1].index_select(0, slots.neighbour_of_slot).view(n, width, d1, channels)
             # an explicit expand of a contiguous w is several times faster than implicit broadcasting
             shape = (n, width, d1, channels)
             u = (w.view(n, width, 1, channels).expand(shape) * gathered[i1]).view(n, width * d1, channels)
-            coupling = sh_blocks[i2] @ getattr(self, f"coefficients_{k}")  # (N·D, d1·d)
-            message = torch.bmm(coupling.view(n, width * d1, d_out).transpose(1, 2), u)  # (N, d, C)
+            coupling = sh_blocks[i2] @ getattr(self, f"coefficients_{k}")  # (n·D, d1·d)
+            message = torch.bmm(coupling.view(n, width * d1, d_out).transpose(1, 2), u)  # (n, d, C)
             outputs.append(message.transpose(1, 2).reshape(n, channels * d_out))
         return torch.cat(outputs, dim=1)
