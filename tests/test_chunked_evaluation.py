@@ -161,7 +161,7 @@ def test_calculator_sets_block_slots_on_its_copy_only():
 
     model = small_model("mace")
     blocks = lambda m: {c.block_slots for c in m.modules() if isinstance(c, EquivariantConvolution)}  # noqa: E731
-    assert blocks(EquivariantCalculator(model).model) == {4096}  # "auto" on CPU
+    assert blocks(EquivariantCalculator(model).model) == {None}  # "auto": one pass until memory is short
     assert blocks(EquivariantCalculator(model, block_slots=500).model) == {500}
     assert blocks(EquivariantCalculator(model, block_slots=None).model) == {None}
     assert blocks(model) == {None}  # the user's model is untouched
@@ -226,6 +226,25 @@ def test_auto_mode_evaluates_whole_when_the_prediction_fits(monkeypatch):
     results(calc, atoms)
     assert calc.num_chunks == 1
     assert len(atoms) * max(np.bincount(calc.neighbours.edge_index[0])) > fits_cutoff_graph_only / 2
+
+
+def test_auto_mode_turns_on_blocks_before_chunking(monkeypatch):
+    """One pass does not fit, blocked convolutions do: the calculator blocks (refitting its memory
+    model) and evaluates whole, with one-pass results."""
+    from eqcalc.calculator import EvaluationMemory
+    from eqcalc.nn.irreps import EquivariantConvolution
+
+    model = small_model("mace")
+    atoms = rattled_water()
+    reference = results(EquivariantCalculator(model, max_edges=None, block_slots=None), atoms)
+    one_pass, blocked = EvaluationMemory(0.0, 0.0, 1e6), EvaluationMemory(0.0, 1.0, 0.0)
+    calc = auto_calculator(monkeypatch, model, 1e6, one_pass)
+    fits = []
+    monkeypatch.setattr(calc, "_measure_evaluation_memory", lambda *args: fits.append(1) or blocked)
+    pieces = results(calc, atoms)
+    assert fits == [1] and calc.num_chunks == 1
+    assert {c.block_slots for c in calc.model.modules() if isinstance(c, EquivariantConvolution)} == {4096}
+    np.testing.assert_allclose(pieces["forces"], reference["forces"], rtol=0, atol=1e-10)
 
 
 def simulated_peak(evaluated: list, fixed: float, per_atom: float, per_slot: float):
@@ -336,6 +355,24 @@ def test_calibration_uses_a_piece_with_edges(monkeypatch):
     memory = calc._measure_evaluation_memory(atoms, within, False)
     assert memory is not None and memory.per_atom == pytest.approx(1000) and memory.per_slot == pytest.approx(40)
     assert all(len(chunk.edges) > 0 for chunk in evaluated)
+
+
+def test_calibration_grows_its_sample_past_one_atoms_halo(monkeypatch):
+    """Deep models (NequIP: 4 hops) have single-atom halos above the sample size: the sample grows
+    instead of giving up (which left such models never chunked nor blocked)."""
+    import eqcalc.calculator as calculator
+
+    model = small_model("nequip")
+    atoms = rattled_water()
+    calc = EquivariantCalculator(model, max_edges=None)
+    calc.neighbours.update(atoms.positions, atoms.cell.array, atoms.pbc, atoms.numbers)
+    within = calc._within_cutoff(atoms.positions, atoms.cell.array)
+    monkeypatch.setattr(calculator, "CALIBRATION_EDGES", 5)  # below any atom's 2-hop halo
+    evaluated = []
+    monkeypatch.setattr(calc, "_evaluate", lambda atoms, chunk, stress: evaluated.append(chunk))
+    monkeypatch.setattr(calculator, "measure_peak", simulated_peak(evaluated, 0.0, 1000.0, 40.0))
+    memory = calc._measure_evaluation_memory(atoms, within, True)
+    assert memory is not None and memory.per_slot == pytest.approx(40) and memory.per_atom == pytest.approx(1000)
 
 
 def test_a_skin_halo_too_big_for_max_edges_falls_back_to_the_cutoff_graph_once_per_build(monkeypatch):
