@@ -99,8 +99,8 @@ class EquivariantCalculator(Calculator):
         block_slots: irreps convolutions (``nequip``, ``mace``) run their per-edge work for
             blocks of centre atoms of about this many neighbour slots, recomputed in the
             backward pass (see :meth:`AtomisticModel.set_block_slots`): the same results with
-            the per-slot intermediates of one block instead of every edge, for 30–55% more time
-            (NequIP, water boxes of 192–1,536 atoms). The calculator's setting replaces the
+            the per-slot intermediates of one block instead of every edge, for 30–60% more time
+            (NequIP and MACE, water boxes of 192–1,536 atoms). The calculator's setting replaces the
             model's own. None: one pass. "auto" (with ``max_edges="auto"``): one pass unless the
             whole graph's predicted memory does not fit, then blocks of 4096 slots (refitting
             the memory model) before any chunking.
