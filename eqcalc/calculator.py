@@ -26,7 +26,7 @@ from .properties import compute_properties
 AUTO_CHUNK_CHECK_EDGES = 200_000
 CALIBRATION_EDGES = 50_000  # size of the subgraph whose peak memory calibrates the memory model
 MEMORY_FRACTION = 0.5  # share of the free memory one evaluation may use
-AUTO_BLOCK_SLOTS = 4096  # neighbour slots per block of centre atoms when "auto" needs blocks
+AUTO_BLOCK_SLOTS = 4096  # neighbour slots per block of centre atoms, "auto" above the check size
 
 
 def _grouping_positions(atoms) -> np.ndarray:
@@ -100,10 +100,10 @@ class EquivariantCalculator(Calculator):
             blocks of centre atoms of about this many neighbour slots, recomputed in the
             backward pass (see :meth:`AtomisticModel.set_block_slots`): the same results with
             the per-slot intermediates of one block instead of every edge, for 30–60% more time
-            (NequIP and MACE, water boxes of 192–1,536 atoms). The calculator's setting replaces the
-            model's own. None: one pass. "auto" (with ``max_edges="auto"``): one pass unless the
-            whole graph's predicted memory does not fit, then blocks of 4096 slots (refitting
-            the memory model) before any chunking.
+            (NequIP and MACE, water boxes of 192–1,536 atoms) but less time from ~5,000 atoms on,
+            where one pass's large tensors are paged in every call. The calculator's setting
+            replaces the model's own. None: one pass. "auto" (with ``max_edges="auto"``): one pass
+            up to the 200k skin-list edges from which memory is checked, blocks of 4096 slots above.
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order xx, yy, zz, yz, xz, xy;
     ASE sign: positive = tensile). Per-atom energies are available as "energies".
@@ -132,7 +132,7 @@ class EquivariantCalculator(Calculator):
         if not (block_slots in (None, "auto") or (isinstance(block_slots, int) and block_slots > 0)):
             raise ValueError(f"block_slots must be a positive integer, 'auto' or None, got {block_slots!r}.")
         self.model.set_block_slots(None if block_slots == "auto" else block_slots)
-        self._may_block = block_slots == "auto" and self.model.set_block_slots(None)  # blocks not yet needed
+        self._may_block = block_slots == "auto" and self.model.set_block_slots(None)  # for large structures
         self.device = torch.device(device)
         self.min_distance = float(min_distance)
         self.neighbours = VerletNeighbourList(model.cutoff, skin)
@@ -212,7 +212,12 @@ class EquivariantCalculator(Calculator):
             if self.max_edges is None or edge_index.shape[1] <= self.max_edges:
                 return whole, True
             return self._pieces(atoms, within_cutoff, self.max_edges, ChunkCost())
-        free = available_bytes(self.device) if edge_index.shape[1] > AUTO_CHUNK_CHECK_EDGES else None
+        if edge_index.shape[1] <= AUTO_CHUNK_CHECK_EDGES:
+            return whole, True
+        if self._may_block:  # large: blocked convolutions take less memory and, from ~5k atoms, less time
+            self._may_block = False
+            self.model.set_block_slots(AUTO_BLOCK_SLOTS)
+        free = available_bytes(self.device)
         if free is None:
             return whole, True
         if not self._memory_measured:
@@ -225,12 +230,6 @@ class EquivariantCalculator(Calculator):
         width = _width(edge_index[:, within_cutoff], len(atoms))
         if self.evaluation_memory is None or self.evaluation_memory.bytes(len(atoms), width) <= limit:
             return whole, True
-        if self._may_block:  # blocked convolutions before chunks: slower, but no halo work repeated
-            self._may_block = False
-            self.model.set_block_slots(AUTO_BLOCK_SLOTS)
-            self.evaluation_memory = self._measure_evaluation_memory(atoms, within_cutoff, stress)
-            if self.evaluation_memory is None or self.evaluation_memory.bytes(len(atoms), width) <= limit:
-                return whole, True
         memory = self.evaluation_memory
         try:
             return self._pieces(atoms, within_cutoff, limit, memory.chunk_cost(_width(edge_index, len(atoms))))

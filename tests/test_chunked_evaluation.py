@@ -228,23 +228,26 @@ def test_auto_mode_evaluates_whole_when_the_prediction_fits(monkeypatch):
     assert len(atoms) * max(np.bincount(calc.neighbours.edge_index[0])) > fits_cutoff_graph_only / 2
 
 
-def test_auto_mode_turns_on_blocks_before_chunking(monkeypatch):
-    """One pass does not fit, blocked convolutions do: the calculator blocks (refitting its memory
-    model) and evaluates whole, with one-pass results."""
+def test_auto_mode_blocks_structures_above_the_check_size_only(monkeypatch):
+    """Above the size from which memory is checked the convolutions run in blocks (less memory and,
+    for large boxes, less time), with one-pass results; below it, one pass."""
+    import eqcalc.calculator as calculator
     from eqcalc.calculator import EvaluationMemory
     from eqcalc.nn.irreps import EquivariantConvolution
 
     model = small_model("mace")
     atoms = rattled_water()
+    blocks = lambda calc: {c.block_slots for c in calc.model.modules() if isinstance(c, EquivariantConvolution)}  # noqa: E731
     reference = results(EquivariantCalculator(model, max_edges=None, block_slots=None), atoms)
-    one_pass, blocked = EvaluationMemory(0.0, 0.0, 1e6), EvaluationMemory(0.0, 1.0, 0.0)
-    calc = auto_calculator(monkeypatch, model, 1e6, one_pass)
-    fits = []
-    monkeypatch.setattr(calc, "_measure_evaluation_memory", lambda *args: fits.append(1) or blocked)
-    pieces = results(calc, atoms)
-    assert fits == [1] and calc.num_chunks == 1
-    assert {c.block_slots for c in calc.model.modules() if isinstance(c, EquivariantConvolution)} == {4096}
+    small = EquivariantCalculator(model)
+    results(small, atoms)
+    assert blocks(small) == {None}  # 768 atoms are below the check size
+    large = auto_calculator(monkeypatch, model, 2**40, EvaluationMemory(0.0, 1.0, 1.0))
+    assert calculator.AUTO_CHUNK_CHECK_EDGES == 10
+    pieces = results(large, atoms)
+    assert blocks(large) == {4096} and large.num_chunks == 1
     np.testing.assert_allclose(pieces["forces"], reference["forces"], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(pieces["stress"], reference["stress"], rtol=0, atol=1e-12)
 
 
 def simulated_peak(evaluated: list, fixed: float, per_atom: float, per_slot: float):
