@@ -107,17 +107,22 @@ def measure_case(
     }
 
 
+def calculator_option(text: str) -> int | str | None:
+    """A max_edges / block_slots value from the command line: "auto", "none" (None) or a number."""
+    choice = text.lower()
+    return {"auto": "auto", "none": None}[choice] if choice in ("auto", "none") else int(choice)
+
+
 def predicted_kib(calc, atoms) -> float | None:
     """The whole graph's peak memory as the calculator's fitted model predicts it (KiB), or None
     where it fitted none (structures below its check size, max_edges not "auto")."""
-    import numpy as np
-
     from eqcalc.data import atoms_to_graph
+    from eqcalc.data.chunks import slot_width
 
     if calc.evaluation_memory is None:
         return None
     edge_index = atoms_to_graph(atoms, calc.model.cutoff).edge_index.numpy()
-    return calc.evaluation_memory.bytes(len(atoms), int(np.bincount(edge_index[0]).max())) / 1024
+    return calc.evaluation_memory.bytes(len(atoms), slot_width(edge_index, len(atoms))) / 1024
 
 
 def run_in_subprocess(family: str, repeat: int, block_slots: str, args: argparse.Namespace, timeout: float) -> dict:
@@ -188,12 +193,8 @@ def main() -> None:
     parser.add_argument("--max-case-seconds", type=float, default=240.0, help="skip cases expected to take longer")
     parser.add_argument("--case", nargs=2, metavar=("FAMILY", "REPEAT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    max_edges = {"auto": "auto", "none": None}.get(args.max_edges.lower())
-    if max_edges is None and args.max_edges.lower() != "none":
-        max_edges = int(args.max_edges)
     if args.case:
-        choice = args.block_slots[0].lower()
-        block_slots = {"none": None, "auto": "auto"}[choice] if choice in ("none", "auto") else int(choice)
+        max_edges, block_slots = calculator_option(args.max_edges), calculator_option(args.block_slots[0])
         case = measure_case(args.case[0], int(args.case[1]), args.threads, args.keep_freed_memory, max_edges, block_slots)
         print(json.dumps(case))
         return

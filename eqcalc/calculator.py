@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from .data.chunks import Chunk, ChunkCost, plan_chunks
+from .data.chunks import Chunk, ChunkCost, plan_chunks, slot_width
 from .data.graph import stress_defined, structure_graph
 from .data.validation import MIN_DISTANCE, check_min_distance, check_positions
 from .data.verlet import VerletNeighbourList
@@ -37,11 +37,6 @@ def _grouping_positions(atoms) -> np.ndarray:
 def has_stress(atoms) -> bool:
     """Whether ``atoms`` has a stress (a periodic direction and a cell of non-zero volume)."""
     return stress_defined(atoms.cell.array, atoms.pbc)
-
-
-def _width(edge_index: np.ndarray, num_atoms: int) -> int:
-    """The most edges one atom receives: the row width of the neighbour-slot table (≥ 1)."""
-    return max(int(np.bincount(edge_index[0], minlength=num_atoms).max(initial=0)), 1)
 
 
 @dataclass(frozen=True)
@@ -131,8 +126,8 @@ class EquivariantCalculator(Calculator):
         self.model = model.eval().requires_grad_(False)
         if not (block_slots in (None, "auto") or (isinstance(block_slots, int) and block_slots > 0)):
             raise ValueError(f"block_slots must be a positive integer, 'auto' or None, got {block_slots!r}.")
-        self.model.set_block_slots(None if block_slots == "auto" else block_slots)
-        self._may_block = block_slots == "auto" and self.model.set_block_slots(None)  # for large structures
+        has_convolutions = self.model.set_block_slots(None if block_slots == "auto" else block_slots)
+        self._may_block = block_slots == "auto" and has_convolutions  # blocks for large structures
         self.device = torch.device(device)
         self.min_distance = float(min_distance)
         self.neighbours = VerletNeighbourList(model.cutoff, skin)
@@ -227,12 +222,12 @@ class EquivariantCalculator(Calculator):
         # whole: the graph evaluated now (cutoff edges; the plan is kept until the next rebuild, as
         # edges cross the cutoff the memory fraction leaves room); pieces: costed at the skin list's
         # width, an upper bound for any step until the rebuild
-        width = _width(edge_index[:, within_cutoff], len(atoms))
+        width = slot_width(edge_index[:, within_cutoff], len(atoms))
         if self.evaluation_memory is None or self.evaluation_memory.bytes(len(atoms), width) <= limit:
             return whole, True
         memory = self.evaluation_memory
         try:
-            return self._pieces(atoms, within_cutoff, limit, memory.chunk_cost(_width(edge_index, len(atoms))))
+            return self._pieces(atoms, within_cutoff, limit, memory.chunk_cost(slot_width(edge_index, len(atoms))))
         except ValueError as error:
             raise MemoryError(
                 f"{len(atoms)} atoms with {int(within_cutoff.sum())} edges need more memory than is free even in "
@@ -293,7 +288,7 @@ class EquivariantCalculator(Calculator):
         smaller = largest_piece(len(sample.edges) // 2)
         if smaller is not None and len(smaller.edges) > 0:
             chunks.append(smaller)
-        sizes = np.array([[1.0, len(c.atoms), len(c.atoms) * _width(c.edge_index, len(c.atoms))] for c in chunks])
+        sizes = np.array([[1.0, len(c.atoms), len(c.atoms) * slot_width(c.edge_index, len(c.atoms))] for c in chunks])
         if len(chunks) < 3 or np.linalg.matrix_rank(sizes) < 3:
             chunks, sizes = chunks[:2], sizes[:2] * [0.0, 1.0, 1.0]  # no fixed term
         self._evaluate(atoms, sample, stress)

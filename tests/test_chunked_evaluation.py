@@ -10,7 +10,7 @@ from ase.build import bulk
 import eqcalc
 from eqcalc import EquivariantCalculator
 from eqcalc.data import atoms_to_graph
-from eqcalc.data.chunks import ChunkCost, IncomingEdges, halo_chunk, plan_chunks
+from eqcalc.data.chunks import ChunkCost, IncomingEdges, halo_chunk, plan_chunks, slot_width
 from eqcalc.data.structures import aspirin, water_box
 from eqcalc.testing.physics import randomize_energy_offsets
 
@@ -36,6 +36,13 @@ def results(calc, atoms) -> dict:
     if atoms.pbc.any():
         out["stress"] = atoms.get_stress()
     return out
+
+
+def block_settings(model) -> set:
+    """The block_slots of every irreps convolution of ``model``."""
+    from eqcalc.nn.irreps import EquivariantConvolution
+
+    return {m.block_slots for m in model.modules() if isinstance(m, EquivariantConvolution)}
 
 
 def rattled_water():
@@ -157,14 +164,11 @@ def test_block_slots_is_a_no_op_for_families_without_irreps_convolutions():
 
 
 def test_calculator_sets_block_slots_on_its_copy_only():
-    from eqcalc.nn.irreps import EquivariantConvolution
-
     model = small_model("mace")
-    blocks = lambda m: {c.block_slots for c in m.modules() if isinstance(c, EquivariantConvolution)}  # noqa: E731
-    assert blocks(EquivariantCalculator(model).model) == {None}  # "auto": one pass until memory is short
-    assert blocks(EquivariantCalculator(model, block_slots=500).model) == {500}
-    assert blocks(EquivariantCalculator(model, block_slots=None).model) == {None}
-    assert blocks(model) == {None}  # the user's model is untouched
+    assert block_settings(EquivariantCalculator(model).model) == {None}  # "auto": one pass for small structures
+    assert block_settings(EquivariantCalculator(model, block_slots=500).model) == {500}
+    assert block_settings(EquivariantCalculator(model, block_slots=None).model) == {None}
+    assert block_settings(model) == {None}  # the user's model is untouched
     with pytest.raises(ValueError, match="block_slots"):
         EquivariantCalculator(model, block_slots=0)
 
@@ -206,7 +210,7 @@ def test_auto_mode_chunks_when_the_predicted_peak_exceeds_half_the_free_memory(m
     calc = auto_calculator(monkeypatch, model, 2**20, memory)
     pieces = results(calc, atoms)
     assert calc.num_chunks > 1
-    width = max(np.bincount(c.edge_index[0], minlength=len(c.atoms)).max() for c in calc._plan)
+    width = max(slot_width(c.edge_index, len(c.atoms)) for c in calc._plan)
     assert max(memory.bytes(len(c.atoms), width) for c in calc._plan) <= 2**19
     np.testing.assert_allclose(pieces["forces"], reference["forces"], atol=1e-10)
     np.testing.assert_allclose(pieces["energy"], reference["energy"], rtol=1e-13)
@@ -219,13 +223,13 @@ def test_auto_mode_evaluates_whole_when_the_prediction_fits(monkeypatch):
     model = small_model("schnet")
     atoms = rattled_water()
     graph = atoms_to_graph(atoms, model.cutoff)
-    width = int(np.bincount(graph.edge_index[0].numpy()).max())
+    width = slot_width(graph.edge_index.numpy(), len(atoms))
     memory = EvaluationMemory(fixed=0.0, per_atom=0.0, per_slot=1.0)
     fits_cutoff_graph_only = 2 * len(atoms) * width * 1.01  # half of it: the cutoff graph, not the skin list
     calc = auto_calculator(monkeypatch, model, fits_cutoff_graph_only, memory)
     results(calc, atoms)
     assert calc.num_chunks == 1
-    assert len(atoms) * max(np.bincount(calc.neighbours.edge_index[0])) > fits_cutoff_graph_only / 2
+    assert len(atoms) * slot_width(calc.neighbours.edge_index, len(atoms)) > fits_cutoff_graph_only / 2
 
 
 def test_auto_mode_blocks_structures_above_the_check_size_only(monkeypatch):
@@ -233,19 +237,17 @@ def test_auto_mode_blocks_structures_above_the_check_size_only(monkeypatch):
     for large boxes, less time), with one-pass results; below it, one pass."""
     import eqcalc.calculator as calculator
     from eqcalc.calculator import EvaluationMemory
-    from eqcalc.nn.irreps import EquivariantConvolution
 
     model = small_model("mace")
     atoms = rattled_water()
-    blocks = lambda calc: {c.block_slots for c in calc.model.modules() if isinstance(c, EquivariantConvolution)}  # noqa: E731
     reference = results(EquivariantCalculator(model, max_edges=None, block_slots=None), atoms)
     small = EquivariantCalculator(model)
     results(small, atoms)
-    assert blocks(small) == {None}  # 768 atoms are below the check size
+    assert block_settings(small.model) == {None}  # 768 atoms are below the check size
     large = auto_calculator(monkeypatch, model, 2**40, EvaluationMemory(0.0, 1.0, 1.0))
     assert calculator.AUTO_CHUNK_CHECK_EDGES == 10
     pieces = results(large, atoms)
-    assert blocks(large) == {4096} and large.num_chunks == 1
+    assert block_settings(large.model) == {4096} and large.num_chunks == 1
     np.testing.assert_allclose(pieces["forces"], reference["forces"], rtol=0, atol=1e-10)
     np.testing.assert_allclose(pieces["stress"], reference["stress"], rtol=0, atol=1e-12)
 
@@ -261,7 +263,7 @@ def simulated_peak(evaluated: list, fixed: float, per_atom: float, per_slot: flo
         peak = PeakMemory()
         yield peak
         chunk = evaluated[-1]
-        width = max(int(np.bincount(chunk.edge_index[0], minlength=len(chunk.atoms)).max()), 1)
+        width = slot_width(chunk.edge_index, len(chunk.atoms))
         peak.bytes = int(fixed + (per_atom + per_slot * width) * len(chunk.atoms))
 
     return measure

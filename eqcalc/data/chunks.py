@@ -101,6 +101,12 @@ def spatial_groups(positions: np.ndarray, blocks_per_axis: int) -> list[np.ndarr
     return np.split(order, boundaries)
 
 
+def slot_width(edge_index: np.ndarray, num_atoms: int) -> int:
+    """The most edges one atom receives (≥ 1): the row width of the per-atom neighbour-slot table
+    (:class:`eqcalc.nn.neighbour_slots.NeighbourSlots`) a model builds from ``edge_index``."""
+    return max(int(np.bincount(edge_index[0], minlength=num_atoms).max(initial=0)), 1)
+
+
 @dataclass(frozen=True)
 class ChunkCost:
     """What evaluating a subgraph costs: ``fixed + per_atom·atoms + per_edge·edges``. The default

@@ -234,12 +234,11 @@ class EquivariantConvolution(nn.Module):
         intermediates of one block instead of every edge, for about one extra forward pass of
         the convolution. The per-slot inputs (sh, radial) stay whole.
         """
-        features = self.linear_in(features)
+        sources = self.tensor_product.sources(self.linear_in(features))  # every block gathers from all atoms
         if self.block_slots is None or slots.num_nodes * slots.width <= self.block_slots:
-            aggregated = self._aggregate(self.tensor_product.sources(features), sh, radial, slots)
+            aggregated = self._aggregate(sources, sh, radial, slots)
         else:
             atoms_per_block = max(self.block_slots // slots.width, -(-slots.num_nodes // MAX_BLOCKS), 1)
-            sources = self.tensor_product.sources(features)  # once: every block gathers from all atoms
             rows = atoms_per_block * slots.width
             blocks = []
             for index, (sh_rows, radial_rows) in enumerate(zip(sh.split(rows), radial.split(rows))):
