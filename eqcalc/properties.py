@@ -9,6 +9,8 @@ convention (positive = tensile, eV/Å³).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from .data.graph import AtomicGraph
@@ -29,7 +31,7 @@ def edge_vectors(
 
 @torch.enable_grad()  # forces and stress are gradients, also inside a caller's no_grad()
 def compute_properties(
-    model: AtomisticModel,
+    model: AtomisticModel | Callable[..., torch.Tensor],
     graph: AtomicGraph,
     *,
     forces: bool = True,
@@ -40,6 +42,8 @@ def compute_properties(
     """Evaluate ``model`` on ``graph`` and differentiate the energy.
 
     Args:
+        model: an :class:`AtomisticModel`, or a function with its call signature
+            (:func:`eqcalc.compilation.compile_model`).
         forces: compute forces.
         stress: compute the stress of every structure (zeros where the cell volume is 0).
         training: keep the autograd graph of forces/stress so a loss on them can be back-propagated.

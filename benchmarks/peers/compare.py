@@ -88,7 +88,7 @@ def worker_command(python: str, package: str, model: dict, structure: Path, dtyp
         "--structure", str(structure), "--model", json.dumps(model), "--dtype", dtype,
         "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
         "--seed", str(args.seed), "--cutoff", str(args.cutoff), "--skin", str(args.skin),
-        "--workdir", str(args.scratch), "--mode", mode,
+        "--workdir", str(args.scratch), "--mode", mode, *(["--compile"] if args.compile else []),
     ]  # fmt: skip
 
 
@@ -190,7 +190,8 @@ def header(args, cases: list[tuple[str, str, str, dict]]) -> str:
         f"- protocol: {args.rounds} rounds × {args.repeats} timed calls per side after {args.warmup} warm-up calls per "
         f"subprocess, eqcalc and peer alternating; MD-like walk 0.01 Å rms/step, seed {args.seed}; "
         f"cutoff {args.cutoff} Å; energy+forces (+stress for the periodic water box); random weights; "
-        f"eqcalc Verlet skin {args.skin} Å (the peers rebuild their neighbour list every call)",
+        f"eqcalc Verlet skin {args.skin} Å (the peers rebuild their neighbour list every call)"
+        + ("; --compile: models compiled where the calculator offers it (first warm-up call)" if args.compile else ""),
     ]
     packages = ["eqcalc"] + sorted({case["peer"] for *_, case in cases})
     for package in packages:
@@ -221,6 +222,8 @@ def timing_parser(description: str, rounds: int, repeats: int, output_stem: str)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cutoff", type=float, default=5.0, help="Å, every model")
     parser.add_argument("--skin", type=float, default=0.5, help="Å, eqcalc's Verlet skin (0: rebuild every call)")
+    parser.add_argument("--compile", action="store_true", help="every side torch.compiles its model where its "
+                        "calculator offers it (eqcalc compile=True, MACE compile_mode='default'; NequIP stays eager)")
     parser.add_argument("--timeout", type=float, default=1800, help="s per worker subprocess")
     parser.add_argument("--venvs", type=Path, default=HERE / ".venv", help="folder holding the peer venvs")
     parser.add_argument("--output", type=Path, help=f"default: benchmarks/results/{output_stem}_<UTC date>.md")

@@ -50,10 +50,12 @@ def build(args, atoms):
     path = os.path.join(args.workdir, f"mace-{os.getpid()}.model")
     torch.save(model, path)
     try:
-        calc = MACECalculator(model_paths=path, device="cpu", default_dtype=args.dtype)
+        compile_mode = "default" if args.compile else None
+        calc = MACECalculator(model_paths=path, device="cpu", default_dtype=args.dtype, compile_mode=compile_mode)
     finally:
         os.remove(path)
-    return calc, calc.models[0], "MACECalculator always computes stress, also for molecules"
+    compiled = ", compile_mode='default'" if args.compile else ""
+    return calc, calc.models[0], "MACECalculator always computes stress, also for molecules" + compiled
 
 
 if __name__ == "__main__":

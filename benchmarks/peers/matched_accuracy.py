@@ -104,6 +104,7 @@ def time_models(models: dict[str, dict], structure: Path, args) -> dict[str, lis
                 "--structure", str(structure), "--dtype", "float32", "--repeats", str(args.repeats),
                 "--warmup", str(args.warmup), "--threads", str(args.threads), "--seed", str(args.seed),
                 "--skin", str(args.skin), "--workdir", str(args.scratch), "--mode", "md",
+                *(["--compile"] if args.compile else []),
             ]  # fmt: skip
             report = run_worker(command, args.threads, args.timeout, args.scratch)
             times[name] += report["times_ms"]

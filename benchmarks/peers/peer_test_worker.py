@@ -27,10 +27,11 @@ def eqcalc_calculator(path: str):
     return EquivariantCalculator(path)
 
 
-def mace_calculator(path: str, dtype: str = "float32"):
+def mace_calculator(path: str, dtype: str = "float32", compile: bool = False):
+    """MACECalculator of a model file; ``compile``: its torch.compile mode "default"."""
     from mace.calculators import MACECalculator
 
-    return MACECalculator(model_paths=path, device="cpu", default_dtype=dtype)
+    return MACECalculator(model_paths=path, device="cpu", default_dtype=dtype, compile_mode="default" if compile else None)
 
 
 def nequip_calculator(path: str):

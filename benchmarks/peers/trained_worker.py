@@ -15,15 +15,16 @@ from worker_timing import load_structure, parse_arguments, report, time_md, time
 PACKAGES = {"eqcalc": ("eqcalc",), "mace": ("mace-torch",), "nequip": ("nequip",)}
 
 
-def trained_calculator(package: str, path: str, dtype: str, skin: float):
-    """(ASE calculator, its torch model) of the model file ``path``."""
+def trained_calculator(package: str, path: str, dtype: str, skin: float, compile: bool):
+    """(ASE calculator, its torch model) of the model file ``path``; ``compile``: torch.compile
+    the model where the calculator offers it (eqcalc, MACE; NequIP stays eager)."""
     if package == "eqcalc":
         from eqcalc import EquivariantCalculator
 
-        calc = EquivariantCalculator(path, dtype=dtype, skin=skin)
+        calc = EquivariantCalculator(path, dtype=dtype, skin=skin, compile=compile)
         return calc, calc.model
     if package == "mace":
-        calc = mace_calculator(path, dtype)
+        calc = mace_calculator(path, dtype, compile)
         return calc, calc.models[0]
     calc = nequip_calculator(path)
     return calc, calc.model
@@ -32,10 +33,10 @@ def trained_calculator(package: str, path: str, dtype: str, skin: float):
 def main() -> None:
     args = parse_arguments(__doc__)
     package, path = args.model["package"], args.model["file"]
-    calc, model = trained_calculator(package, path, args.dtype, args.skin)
+    calc, model = trained_calculator(package, path, args.dtype, args.skin, args.compile)
     timer = time_md if args.mode == "md" else time_walk
     times, energy = timer(calc, load_structure(args.structure), args.repeats, args.warmup, args.seed)
-    report(times, energy, calc, model, PACKAGES[package], notes=f"trained model {path}")
+    report(times, energy, calc, model, PACKAGES[package], notes=f"trained model {path}" + (", compiled" if args.compile and package != "nequip" else ""))
 
 
 if __name__ == "__main__":

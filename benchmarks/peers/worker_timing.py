@@ -52,6 +52,8 @@ def parse_arguments(description: str) -> argparse.Namespace:
     parser.add_argument("--skin", type=float, default=0.5, help="Å, Verlet skin (eqcalc only: peers have none)")
     parser.add_argument("--workdir", required=True, help="scratch folder for model files")
     parser.add_argument("--mode", choices=["walk", "md"], default="walk", help="random walk of calculate() calls, or Velocity Verlet MD")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model where the package's "
+                        "calculator offers it (compiled on the first, untimed warm-up call)")
     args = parser.parse_args()
     args.model = json.loads(args.model)
     torch.set_num_threads(args.threads)

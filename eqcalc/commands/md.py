@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="run folder (default md_run)")
     for flag, (_, kind, text) in SETTINGS.items():
         parser.add_argument(flag, type=kind, help=text)
+    parser.add_argument("--compile", action="store_const", const=True, help="run the model through torch.compile: "
+                        "faster steps after a one-off compilation (needs a C++ compiler on CPU)")
     parser.add_argument("--device", help="torch device (default cpu)")
     parser.add_argument("--dtype", choices=["float32", "float64"], help="run the model in this precision")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last frame")
@@ -57,7 +59,7 @@ def collect_settings(args: argparse.Namespace) -> tuple[dict, dict]:
     for key in RUN_KEYS:
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
-    for field, _, _ in SETTINGS.values():
+    for field in [field for field, _, _ in SETTINGS.values()] + ["compile"]:
         if getattr(args, field) is not None:
             values[field] = getattr(args, field)
     options = {key: values.pop(key) for key in RUN_KEYS if key in values}

@@ -123,7 +123,9 @@ def run(
     model_record = os.path.abspath(model) if isinstance(model, (str, os.PathLike)) else None
     if len(system) >= KEEP_FREED_MEMORY_ATOMS and torch.device(device).type == "cpu":
         keep_freed_memory()  # the same large buffers every step: reuse pages instead of faulting them in
-    calc = EquivariantCalculator(model, device=device, dtype=dtype, skin=config.skin, min_distance=config.min_distance)
+    calc = EquivariantCalculator(
+        model, device=device, dtype=dtype, skin=config.skin, min_distance=config.min_distance, compile=config.compile
+    )
     system.calc = calc
     system.set_constraint(centre_of_mass_constraint(config))
     rng = np.random.default_rng(config.seed)

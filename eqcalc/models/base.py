@@ -119,6 +119,14 @@ class AtomisticModel(nn.Module):
             convolution.block_slots = slots
         return bool(convolutions)
 
+    @torch.compiler.disable  # a data-dependent check: stays eager, outside any compiled graph
+    def species_indices(self, numbers: torch.Tensor) -> torch.Tensor:
+        """numbers (N,) atomic numbers -> (N,) int64 species indices; a clear error for an unknown element."""
+        species = self.species_table[numbers]
+        if bool((species < 0).any()):
+            check_species(numbers.cpu().numpy(), self.species)
+        return species
+
     def hyperparameters(self) -> dict[str, Any]:
         """Family-specific constructor arguments (plain Python values).
 
@@ -175,9 +183,7 @@ class AtomisticModel(nn.Module):
         outputs come from the same pass: one neighbour-less virtual atom per
         species is appended as an extra structure.
         """
-        species = self.species_table[numbers]
-        if bool((species < 0).any()):
-            check_species(numbers.cpu().numpy(), self.species)
+        species = self.species_indices(numbers)
         num_atoms = species.shape[0]
         references = torch.arange(self.num_species, device=species.device)
         outputs = self.atomic_outputs(

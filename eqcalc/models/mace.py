@@ -16,6 +16,7 @@ scalars (linear for inner layers, a small MLP for the last).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -68,6 +69,21 @@ def per_channel_slices(irreps: o3.Irreps) -> list[slice]:
         slices.append(slice(start, start + ir.dim))
         start += ir.dim
     return slices
+
+
+@dataclass
+class SpeciesGroups:
+    """Atoms sorted by species: ``order`` (N,) int64 atom indices, species 0 first; ``counts``
+    the number of atoms of each species (a plain list: the sizes of the per-species slices)."""
+
+    order: torch.Tensor
+    counts: list[int]
+
+    @classmethod
+    @torch.compiler.disable  # data-dependent sizes: made eagerly, outside any compiled graph
+    def from_species(cls, species: torch.Tensor, num_species: int) -> "SpeciesGroups":
+        """species (N,) int64 indices in 0…num_species − 1."""
+        return cls(torch.argsort(species), torch.bincount(species, minlength=num_species).tolist())
 
 
 class ProductBasis(ExactCoefficients):
@@ -130,20 +146,23 @@ class ProductBasis(ExactCoefficients):
             self.register_buffer(f"columns_{order}", columns, persistent=False)
             self.weights.append(nn.Parameter(torch.randn(num_species, sum(len(r) for r in rows), self.channels)))
 
-    def forward(self, atomic_basis: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        """atomic_basis (N, irreps_a.dim), species (N,) -> (N, irreps_out.dim)."""
+    def forward(
+        self, atomic_basis: torch.Tensor, species: torch.Tensor, groups: SpeciesGroups | None = None
+    ) -> torch.Tensor:
+        """atomic_basis (N, irreps_a.dim), species (N,) -> (N, irreps_out.dim). ``groups``: the
+        atoms grouped by species (made from ``species`` when not given)."""
         n = atomic_basis.shape[0]
+        if groups is None:
+            groups = SpeciesGroups.from_species(species, len(self.weights[0]))
         blocks = atomic_basis.split(self.a_block_sizes, dim=1)
         a = torch.cat([b.reshape(n, self.channels, -1) for b in blocks], dim=2)  # (N, C, dim_a)
-        order = torch.argsort(species)
-        counts = torch.bincount(species, minlength=len(self.weights[0])).tolist()
         by_species = [
             self.species_polynomial(a_z.transpose(0, 1), z)
-            for z, a_z in enumerate(a.index_select(0, order).split(counts))
-            if counts[z]
+            for z, a_z in enumerate(a.index_select(0, groups.order).split(groups.counts))
+            if groups.counts[z]
         ]
         sorted_out = torch.cat(by_species, dim=1)  # (C, N, M_total), atoms in species order
-        out = torch.empty_like(sorted_out).index_copy(1, order, sorted_out).permute(1, 0, 2)
+        out = torch.empty_like(sorted_out).index_copy(1, groups.order, sorted_out).permute(1, 0, 2)
         return torch.cat([o.reshape(n, -1) for o in out.split(self.out_dims, dim=2)], dim=1)
 
     def species_polynomial(self, a: torch.Tensor, z: int) -> torch.Tensor:
@@ -190,10 +209,11 @@ class MACELayer(nn.Module):
         self.message = o3.Linear(self.irreps_out, self.irreps_out)
         self.self_connection = FullyConnectedTensorProduct(irreps_in, f"{num_species}x0e", self.irreps_out)
 
-    def forward(self, features, species, species_one_hot, sh, radial, slots, avg_num_neighbors: float):
-        """features (N, irreps_in.dim) -> (N, irreps_out.dim)."""
+    def forward(self, features, species, groups, species_one_hot, sh, radial, slots, avg_num_neighbors: float):
+        """features (N, irreps_in.dim) -> (N, irreps_out.dim); ``groups``: the
+        :class:`SpeciesGroups` of ``species``."""
         atomic_basis = self.atomic_basis(features, sh, radial, slots, avg_num_neighbors)
-        message = self.message(self.product_basis(atomic_basis, species))
+        message = self.message(self.product_basis(atomic_basis, species, groups))
         return message + self.self_connection(features, species_one_hot)
 
 
@@ -277,12 +297,13 @@ class MACE(AtomisticModel):
         Arguments as for :meth:`atomic_outputs`.
         """
         slots = NeighbourSlots.from_edges(edge_index, species.shape[0])
+        groups = SpeciesGroups.from_species(species, self.num_species)
         radial, sh = self.edge_embedding(edge_vectors, slots)
         one_hot = nn.functional.one_hot(species, self.num_species).to(radial.dtype)
         features = self.embedding(species)
         outputs = []
         for layer in self.layers:
-            features = layer(features, species, one_hot, sh, radial, slots, self.avg_num_neighbors)
+            features = layer(features, species, groups, one_hot, sh, radial, slots, self.avg_num_neighbors)
             outputs.append(features)
         return outputs
 

@@ -29,6 +29,7 @@ class NeighbourSlots:
     width: int
 
     @classmethod
+    @torch.compiler.disable  # data-dependent width: built eagerly, outside any compiled graph
     def from_edges(cls, edge_index: torch.Tensor, num_nodes: int) -> "NeighbourSlots":
         """edge_index (2, E) [centre i, neighbour j], any order."""
         centres, neighbours = edge_index[0], edge_index[1]

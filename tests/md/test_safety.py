@@ -163,6 +163,17 @@ def test_missing_bundled_asset_is_a_clear_error():
         bundled_asset("no_such_model.pt")
 
 
+def test_compile_flag_reaches_the_md_settings():
+    import argparse
+
+    from eqcalc.commands.md import add_arguments, collect_settings
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert collect_settings(parser.parse_args(["--compile"]))[1] == {"compile": True}
+    assert "compile" not in collect_settings(parser.parse_args([]))[1]
+
+
 def test_bad_settings_are_rejected(cu_model, cu_crystal, tmp_path):
     with pytest.raises(ValueError, match="Unknown MD settings"):
         run(cu_crystal, cu_model, temprature=300, output=tmp_path / "typo", progress=False)
@@ -172,6 +183,8 @@ def test_bad_settings_are_rejected(cu_model, cu_crystal, tmp_path):
         run(None, cu_model, output=tmp_path / "nothing", resume=True, progress=False)
     with pytest.raises(ValueError, match="ensemble must be one of"):
         run(cu_crystal, cu_model, ensemble="nvx", output=tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="compile must be true or false"):
+        run(cu_crystal, cu_model, compile="yes", output=tmp_path / "c", progress=False)
     with pytest.raises(ValueError, match="NPT needs a cell periodic"):
         from ase.build import molecule
 

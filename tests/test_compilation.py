@@ -1,0 +1,72 @@
+"""EquivariantCalculator(compile=True): the eager model's energies, forces and stress, through
+Verlet-list rebuilds, other structures and rotations, without compiling again."""
+
+import numpy as np
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import eqcalc
+from eqcalc import EquivariantCalculator
+from eqcalc.testing.physics import random_orthogonal, randomize_energy_offsets
+
+
+@pytest.fixture(scope="module")
+def small_nequip():
+    torch.manual_seed(0)
+    model = eqcalc.build_model("nequip", species=[1, 6, 8, 29], cutoff=4.0, num_features=8, num_layers=2)
+    return randomize_energy_offsets(model).double().eval()
+
+
+def evaluate(calc, atoms):
+    """(energy, forces, stress or None) of ``atoms`` through ``calc``."""
+    atoms = atoms.copy()
+    atoms.calc = calc
+    stress = atoms.get_stress() if atoms.pbc.any() else None
+    return atoms.get_potential_energy(), atoms.get_forces(), stress
+
+
+def assert_same(compiled, eager, scale):
+    """Energies, forces and stress equal to float64 round-off (``scale``: eV of the energy)."""
+    assert abs(compiled[0] - eager[0]) < 1e-10 * scale
+    np.testing.assert_allclose(compiled[1], eager[1], rtol=0, atol=1e-10 * np.abs(eager[1]).max())
+    if eager[2] is not None:
+        np.testing.assert_allclose(compiled[2], eager[2], rtol=0, atol=1e-10 * np.abs(eager[2]).max())
+
+
+def test_compiled_calculator_equals_eager_without_recompiling(small_nequip, triclinic_cu, ethanol):
+    compiled, eager = EquivariantCalculator(small_nequip, compile=True), EquivariantCalculator(small_nequip)
+    cell = triclinic_cu * (2, 2, 1)
+    assert_same(evaluate(compiled, cell), evaluate(eager, cell), abs(evaluate(eager, cell)[0]))
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > 0, "nothing was compiled"
+
+    # past the skin: a rebuilt neighbour list with another number of edges
+    cell.rattle(0.4, seed=3)
+    first_build = compiled.neighbours.num_builds
+    assert_same(evaluate(compiled, cell), evaluate(eager, cell), abs(evaluate(eager, cell)[0]))
+    assert compiled.neighbours.num_builds > first_build
+
+    # another structure, no cell; and the same molecule rotated and reflected
+    rotation = random_orthogonal(np.random.default_rng(0), reflection=True)
+    turned = ethanol.copy()
+    turned.positions = ethanol.positions @ rotation.T
+    energy, forces, _ = evaluate(compiled, ethanol)
+    assert_same((energy, forces, None), evaluate(eager, ethanol), abs(energy))
+    turned_energy, turned_forces, _ = evaluate(compiled, turned)
+    assert abs(turned_energy - energy) < 1e-10 * abs(energy)
+    np.testing.assert_allclose(turned_forces, forces @ rotation.T, rtol=0, atol=1e-10 * np.abs(forces).max())
+
+    assert counters["stats"]["unique_graphs"] == graphs, "a new neighbour count or structure compiled again"
+
+
+@pytest.mark.parametrize("value", ["yes", 1])
+def test_compile_must_be_a_bool(small_nequip, value):
+    with pytest.raises(ValueError, match="compile must be True or False"):
+        EquivariantCalculator(small_nequip, compile=value)
+
+
+def test_missing_cpp_compiler_is_named(small_nequip, monkeypatch):
+    monkeypatch.setattr("eqcalc.compilation.shutil.which", lambda command: None)
+    with pytest.raises(RuntimeError, match="needs a C\\+\\+ compiler"):
+        EquivariantCalculator(small_nequip, compile=True)
