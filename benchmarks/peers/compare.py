@@ -88,7 +88,7 @@ def worker_command(python: str, package: str, model: dict, structure: Path, dtyp
         "--structure", str(structure), "--model", json.dumps(model), "--dtype", dtype,
         "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--threads", str(args.threads),
         "--seed", str(args.seed), "--cutoff", str(args.cutoff), "--skin", str(args.skin),
-        "--workdir", str(args.scratch), "--mode", mode, *(["--compile"] if args.compile else []),
+        "--workdir", str(args.scratch), "--mode", mode, *(["--compile"] if package in args.compile else []),
     ]  # fmt: skip
 
 
@@ -172,26 +172,27 @@ def eqcalc_source() -> str:
     return commit.strip() + (" + uncommitted changes" if dirty.strip() else "")
 
 
-def run_context(threads: int) -> list[str]:
-    """Report lines every timing table starts with: date, host, command, source, threads."""
+def run_context(args) -> list[str]:
+    """Report lines every timing table starts with: date, host, command, source, threads, compilation."""
     command = " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
     return [
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, host: {platform.node()}, "
         f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores",
         f"- command: `{command}`",
         f"- eqcalc source: {eqcalc_source()}",
-        f"- threads: {threads} per process (torch.set_num_threads, OMP_NUM_THREADS, MKL_NUM_THREADS)",
+        f"- threads: {args.threads} per process (torch.set_num_threads, OMP_NUM_THREADS, MKL_NUM_THREADS)",
+        f"- torch.compile (on the first, untimed warm-up call): {', '.join(args.compile) or 'none'}; every other "
+        "model eager",
     ]
 
 
 def header(args, cases: list[tuple[str, str, str, dict]]) -> str:
     lines = [
-        *run_context(args.threads),
+        *run_context(args),
         f"- protocol: {args.rounds} rounds × {args.repeats} timed calls per side after {args.warmup} warm-up calls per "
         f"subprocess, eqcalc and peer alternating; MD-like walk 0.01 Å rms/step, seed {args.seed}; "
         f"cutoff {args.cutoff} Å; energy+forces (+stress for the periodic water box); random weights; "
-        f"eqcalc Verlet skin {args.skin} Å (the peers rebuild their neighbour list every call)"
-        + ("; --compile: models compiled where the calculator offers it (first warm-up call)" if args.compile else ""),
+        f"eqcalc Verlet skin {args.skin} Å (the peers rebuild their neighbour list every call)",
     ]
     packages = ["eqcalc"] + sorted({case["peer"] for *_, case in cases})
     for package in packages:
@@ -222,8 +223,9 @@ def timing_parser(description: str, rounds: int, repeats: int, output_stem: str)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cutoff", type=float, default=5.0, help="Å, every model")
     parser.add_argument("--skin", type=float, default=0.5, help="Å, eqcalc's Verlet skin (0: rebuild every call)")
-    parser.add_argument("--compile", action="store_true", help="every side torch.compiles its model where its "
-                        "calculator offers it (eqcalc compile=True, MACE compile_mode='default'; NequIP stays eager)")
+    parser.add_argument("--compile", nargs="*", choices=["eqcalc", "mace"], default=[], metavar="PACKAGE",
+                        help="packages whose calculators torch.compile the model: eqcalc (compile=True), mace "
+                        "(compile_mode='default'); NequIP's calculator has no such option and stays eager")
     parser.add_argument("--timeout", type=float, default=1800, help="s per worker subprocess")
     parser.add_argument("--venvs", type=Path, default=HERE / ".venv", help="folder holding the peer venvs")
     parser.add_argument("--output", type=Path, help=f"default: benchmarks/results/{output_stem}_<UTC date>.md")

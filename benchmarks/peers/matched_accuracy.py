@@ -104,7 +104,7 @@ def time_models(models: dict[str, dict], structure: Path, args) -> dict[str, lis
                 "--structure", str(structure), "--dtype", "float32", "--repeats", str(args.repeats),
                 "--warmup", str(args.warmup), "--threads", str(args.threads), "--seed", str(args.seed),
                 "--skin", str(args.skin), "--workdir", str(args.scratch), "--mode", "md",
-                *(["--compile"] if args.compile else []),
+                *(["--compile"] if model["package"] in args.compile else []),
             ]  # fmt: skip
             report = run_worker(command, args.threads, args.timeout, args.scratch)
             times[name] += report["times_ms"]
@@ -160,7 +160,7 @@ def main() -> None:
     for model in models.values():
         packages.setdefault(model["package"], []).append(model["report"])
     header = "\n".join([
-        *run_context(args.threads),
+        *run_context(args),
         f"- models: trained on rMD17 ethanol (950 train / 50 valid of the train file, eqcalc's split) with a "
         f"{args.budget:g}-minute training budget each, one torch thread; tested on {args.test.name} through each "
         "package's ASE calculator (float32 models)",

@@ -115,7 +115,7 @@ def rows(system: str, num_atoms: int, dtype: str, results: dict[str, dict]) -> l
 
 def header(args, all_results: list[dict]) -> str:
     lines = [
-        *run_context(args.threads),
+        *run_context(args),
         f"- protocol: ASE VelocityVerlet, dt {MD_TIMESTEP_FS} fs, masses ×1e4 so random-weight forces cannot blow the "
         f"system apart (atoms move 0.01 Å rms per step, as in MD); {args.rounds} alternating rounds × {args.repeats} "
         f"timed steps per model after {args.warmup} warm-up steps; random weights; cutoff {args.cutoff} Å; "

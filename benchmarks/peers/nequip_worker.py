@@ -31,7 +31,7 @@ def build(args, atoms):
     transforms = basic_transforms(model.metadata, args.cutoff, type_names, {t: t for t in type_names})
     calc = NequIPCalculator(model=model, device="cpu", transforms=transforms)
     assert float(model.metadata[graph_model.R_MAX_KEY]) == args.cutoff
-    return calc, model, "eager GraphModel (not nequip-compile'd" + (", also with --compile" if args.compile else "") + ")"
+    return calc, model, "eager GraphModel (not nequip-compile'd)"
 
 
 if __name__ == "__main__":
