@@ -103,7 +103,7 @@ class EquivariantCalculator(Calculator):
         compile: run the model (forward and the autograd backward that gives forces and stress)
             through ``torch.compile`` (:mod:`eqcalc.compilation`): faster calls after a one-off
             compilation on the first call. Needs a C++ compiler on CPU. Results equal the eager
-            model's to round-off.
+            model's to round-off. Convolutions then run in one pass (no blocks; chunks as above).
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order xx, yy, zz, yz, xz, xy;
     ASE sign: positive = tensile). Per-atom energies are available as "energies".
@@ -132,11 +132,16 @@ class EquivariantCalculator(Calculator):
         self.model = model.eval().requires_grad_(False)
         if not (block_slots in (None, "auto") or (isinstance(block_slots, int) and block_slots > 0)):
             raise ValueError(f"block_slots must be a positive integer, 'auto' or None, got {block_slots!r}.")
-        has_convolutions = self.model.set_block_slots(None if block_slots == "auto" else block_slots)
-        self._may_block = block_slots == "auto" and has_convolutions  # blocks for large structures
         if not isinstance(compile, bool):
             raise ValueError(f"compile must be True or False, got {compile!r}.")
-        self.compiled = compile
+        if compile and isinstance(block_slots, int):
+            raise ValueError(
+                "block_slots cannot be combined with compile=True: the compiled graph would be specialised to "
+                "the number of blocks and compiled again whenever it changes. Use block_slots='auto' or None "
+                "(one pass; max_edges still splits structures too large for memory into chunks)."
+            )
+        has_convolutions = self.model.set_block_slots(None if block_slots == "auto" else block_slots)
+        self._may_block = block_slots == "auto" and has_convolutions and not compile  # blocks for large structures
         self._energy_model = compile_model(self.model, torch.device(device)) if compile else self.model
         self.device = torch.device(device)
         self.min_distance = float(min_distance)

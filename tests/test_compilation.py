@@ -4,6 +4,7 @@ Verlet-list rebuilds, other structures and rotations, without compiling again.""
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
 from torch._dynamo.utils import counters
 
 import eqcalc
@@ -58,6 +59,21 @@ def test_compiled_calculator_equals_eager_without_recompiling(small_nequip, tric
     np.testing.assert_allclose(turned_forces, forces @ rotation.T, rtol=0, atol=1e-10 * np.abs(forces).max())
 
     assert counters["stats"]["unique_graphs"] == graphs, "a new neighbour count or structure compiled again"
+
+
+def test_compiled_chunks_equal_eager(small_nequip):
+    """Chunked evaluation (pieces of different sizes with halos, only owned atoms counted)
+    gives the one-pass eager results."""
+    chain = Atoms("CH" * 30, positions=[(1.4 * i, 0.5 * (i % 2), 0.0) for i in range(60)])  # 83 Å, 4 neighbours an atom
+    eager = evaluate(EquivariantCalculator(small_nequip, max_edges=None), chain)
+    calc = EquivariantCalculator(small_nequip, max_edges=100, compile=True)
+    assert_same(evaluate(calc, chain), eager, abs(eager[0]))
+    assert calc.num_chunks > 1
+
+
+def test_blocks_are_refused_with_compile(small_nequip):
+    with pytest.raises(ValueError, match="block_slots cannot be combined with compile=True"):
+        EquivariantCalculator(small_nequip, block_slots=4096, compile=True)
 
 
 @pytest.mark.parametrize("value", ["yes", 1])
