@@ -3,9 +3,10 @@ stress) as fused inductor kernels.
 
 On a CPU most of an irreps model's time goes to many small elementwise kernels and the
 dispatcher overhead between them; inductor fuses them into a few generated C++ loops. The
-first call compiles (a minute or two; then about 10 s in a new process, from torch's on-disk
-cache), later calls reuse the compiled code. Shapes are dynamic, so a new neighbour count after
-a Verlet-list rebuild, or another structure, does not compile again.
+first call compiles (1–2.5 min on a 2-core machine for the default NequIP and MACE models; 10–20 s
+in a later process, from torch's on-disk cache), later calls reuse the compiled code. Shapes are
+dynamic, so a new neighbour count after a Verlet-list rebuild, or another structure, does not
+compile again.
 
 Inference only: compiled graphs cannot be differentiated twice, so training (a loss on forces)
 stays eager.
