@@ -61,6 +61,29 @@ def test_compiled_calculator_equals_eager_without_recompiling(small_nequip, tric
     assert counters["stats"]["unique_graphs"] == graphs, "a new neighbour count or structure compiled again"
 
 
+def test_compiled_mace_equals_eager_for_any_composition():
+    """MACE groups atoms by species outside the graph: a new count of each species does not compile
+    again (a species absent from the structure does, once per such pattern)."""
+    from ase.build import molecule
+
+    torch.manual_seed(0)
+    model = eqcalc.build_model(
+        "mace", species=[1, 6, 8], cutoff=4.0, num_channels=4, max_L=1, lmax=2, correlation=2, num_layers=2
+    )
+    model = randomize_energy_offsets(model).double().eval()
+    compiled, eager = EquivariantCalculator(model, compile=True), EquivariantCalculator(model)
+
+    def check(name):
+        reference = evaluate(eager, molecule(name))
+        assert_same(evaluate(compiled, molecule(name)), reference, abs(reference[0]))
+
+    check("CH3CH2OH")
+    graphs = counters["stats"]["unique_graphs"]
+    check("CH3OH")  # other counts of H, C and O
+    check("CH3COOH")
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
 def test_compiled_chunks_equal_eager(small_nequip):
     """Chunked evaluation (pieces of different sizes with halos, only owned atoms counted)
     gives the one-pass eager results."""
