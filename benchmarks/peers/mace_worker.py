@@ -15,7 +15,7 @@ import os
 import numpy as np
 import torch
 from mace import modules  # before e3nn: mace sets the flag e3nn 0.4.4 needs to load its constants on torch ≥ 2.6
-from mace.calculators import MACECalculator
+from peer_test_worker import mace_calculator
 from worker_timing import run
 
 from e3nn import o3  # isort: skip
@@ -50,8 +50,7 @@ def build(args, atoms):
     path = os.path.join(args.workdir, f"mace-{os.getpid()}.model")
     torch.save(model, path)
     try:
-        compile_mode = "default" if args.compile else None
-        calc = MACECalculator(model_paths=path, device="cpu", default_dtype=args.dtype, compile_mode=compile_mode)
+        calc = mace_calculator(path, args.dtype, args.compile)
     finally:
         os.remove(path)
     compiled = ", compile_mode='default'" if args.compile else ""
