@@ -31,19 +31,20 @@ SETTINGS = {
     "--max-temperature": ("max_temperature", float, "stop above this temperature, K (default max(10 T, 1000))"),
     "--skin": ("skin", float, "neighbour-list skin, Å (default 0.5)"),
 }
-RUN_KEYS = ("model", "structure", "output", "device", "dtype")
+RUN_KEYS = ("model", "structure", "output", "device", "dtype", "compile")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="YAML", help="settings file (keys: model, structure, output, device, "
-                        "dtype and the long flag names with underscores); flags override it")
+                        "dtype, compile and the long flag names with underscores); flags override it")
     parser.add_argument("--model", help="model file (default: the bundled model)")
     parser.add_argument("--structure", help="any file ase.io.read reads (default: the bundled molecule)")
     parser.add_argument("--output", help="run folder (default md_run)")
     for flag, (_, kind, text) in SETTINGS.items():
         parser.add_argument(flag, type=kind, help=text)
-    parser.add_argument("--compile", action="store_const", const=True, help="run the model through torch.compile: "
-                        "faster steps after a one-off compilation (needs a C++ compiler on CPU)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, help="run the model through torch.compile: "
+                        "faster steps after a one-off compilation (needs a C++ compiler on CPU); --no-compile "
+                        "overrides a YAML compile: true")
     parser.add_argument("--device", help="torch device (default cpu)")
     parser.add_argument("--dtype", choices=["float32", "float64"], help="run the model in this precision")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last frame")
@@ -59,7 +60,7 @@ def collect_settings(args: argparse.Namespace) -> tuple[dict, dict]:
     for key in RUN_KEYS:
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
-    for field in [field for field, _, _ in SETTINGS.values()] + ["compile"]:
+    for field, _, _ in SETTINGS.values():
         if getattr(args, field) is not None:
             values[field] = getattr(args, field)
     options = {key: values.pop(key) for key in RUN_KEYS if key in values}
@@ -84,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
     options, settings = collect_settings(args)
     output = options.get("output", "md_run")
     device = options.get("device", "cpu")
-    common = dict(output=output, progress=not args.no_progress, device=device, dtype=options.get("dtype"))
+    common = dict(
+        output=output, progress=not args.no_progress, device=device, dtype=options.get("dtype"),
+        compile=options.get("compile", False),
+    )
     if args.resume:
         result = run_md(None, options.get("model"), resume=True, **common, **settings)
     else:

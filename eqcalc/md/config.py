@@ -41,8 +41,6 @@ class MDConfig:
         min_distance: stop when two atoms come closer than this, Å.
         max_temperature: stop when the temperature exceeds this, K; None means max(10 × temperature, 1000 K).
         skin: neighbour-list skin, Å.
-        compile: run the model through ``torch.compile`` (see :mod:`eqcalc.compilation`): faster
-            steps after a one-off compilation at the start; needs a C++ compiler on CPU.
     """
 
     ensemble: str = "nvt"
@@ -62,7 +60,6 @@ class MDConfig:
     min_distance: float = 0.5
     max_temperature: float | None = None
     skin: float = 0.5
-    compile: bool = False
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
@@ -113,8 +110,6 @@ class MDConfig:
         for name in ("min_distance", "skin"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}.")
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"compile must be true or false, got {self.compile!r}.")
         if self.temperature < 0:
             raise ValueError(f"temperature must be ≥ 0 K, got {self.temperature}.")
         if self.ensemble != "nve" and self.temperature == 0:

@@ -86,6 +86,7 @@ def run(
     progress: bool = True,
     device: str = "cpu",
     dtype: str | None = None,
+    compile: bool = False,
     **settings,
 ) -> MDResult:
     """Run MD of ``atoms`` with ``model`` and write the run folder ``output``.
@@ -102,6 +103,9 @@ def run(
         progress: show a progress bar with steps/s and ns/day.
         device, dtype: where and in which precision the model runs. CPU runs of 1000 atoms or
             more switch glibc to keeping freed memory (:func:`eqcalc.memory.keep_freed_memory`).
+        compile: run the model through ``torch.compile`` (:mod:`eqcalc.compilation`): faster steps
+            after a one-off compilation at the start; needs a C++ compiler on CPU. Like device and
+            dtype, a setting of this call, not of the run: a resumed run may change it.
 
     Returns:
         The :class:`MDResult`. A run stopped by a safety guard returns normally with ``stop_reason``
@@ -124,7 +128,7 @@ def run(
     if len(system) >= KEEP_FREED_MEMORY_ATOMS and torch.device(device).type == "cpu":
         keep_freed_memory()  # the same large buffers every step: reuse pages instead of faulting them in
     calc = EquivariantCalculator(
-        model, device=device, dtype=dtype, skin=config.skin, min_distance=config.min_distance, compile=config.compile
+        model, device=device, dtype=dtype, skin=config.skin, min_distance=config.min_distance, compile=compile
     )
     system.calc = calc
     system.set_constraint(centre_of_mass_constraint(config))

@@ -170,8 +170,9 @@ def test_compile_flag_reaches_the_md_settings():
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    assert collect_settings(parser.parse_args(["--compile"]))[1] == {"compile": True}
-    assert "compile" not in collect_settings(parser.parse_args([]))[1]
+    assert collect_settings(parser.parse_args(["--compile"])) == ({"compile": True}, {})
+    assert collect_settings(parser.parse_args(["--no-compile"])) == ({"compile": False}, {})
+    assert collect_settings(parser.parse_args([])) == ({}, {})
 
 
 def test_bad_settings_are_rejected(cu_model, cu_crystal, tmp_path):
@@ -183,7 +184,7 @@ def test_bad_settings_are_rejected(cu_model, cu_crystal, tmp_path):
         run(None, cu_model, output=tmp_path / "nothing", resume=True, progress=False)
     with pytest.raises(ValueError, match="ensemble must be one of"):
         run(cu_crystal, cu_model, ensemble="nvx", output=tmp_path / "a", progress=False)
-    with pytest.raises(ValueError, match="compile must be true or false"):
+    with pytest.raises(ValueError, match="compile must be True or False"):
         run(cu_crystal, cu_model, compile="yes", output=tmp_path / "c", progress=False)
     with pytest.raises(ValueError, match="NPT needs a cell periodic"):
         from ase.build import molecule
