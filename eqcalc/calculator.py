@@ -142,8 +142,8 @@ class EquivariantCalculator(Calculator):
             )
         has_convolutions = self.model.set_block_slots(None if block_slots == "auto" else block_slots)
         self._may_block = block_slots == "auto" and has_convolutions and not compile  # blocks for large structures
-        self._energy_model = compile_model(self.model, torch.device(device)) if compile else self.model
         self.device = torch.device(device)
+        self._energy_model = compile_model(self.model, self.device) if compile else self.model
         self.min_distance = float(min_distance)
         self.neighbours = VerletNeighbourList(model.cutoff, skin)
         self.neighbour_seconds = 0.0  # wall time spent updating and filtering the neighbour list
@@ -233,14 +233,12 @@ class EquivariantCalculator(Calculator):
         if not self._memory_measured:
             self.evaluation_memory = self._measure_evaluation_memory(atoms, within_cutoff, stress)
             self._memory_measured = True
-        limit = MEMORY_FRACTION * free
+        memory, limit = self.evaluation_memory, MEMORY_FRACTION * free
         # whole: the graph evaluated now (cutoff edges; the plan is kept until the next rebuild, as
         # edges cross the cutoff the memory fraction leaves room); pieces: costed at the skin list's
         # width, an upper bound for any step until the rebuild
-        width = slot_width(edge_index[:, within_cutoff], len(atoms))
-        if self.evaluation_memory is None or self.evaluation_memory.bytes(len(atoms), width) <= limit:
+        if memory is None or memory.bytes(len(atoms), slot_width(edge_index[:, within_cutoff], len(atoms))) <= limit:
             return whole, True
-        memory = self.evaluation_memory
         try:
             return self._pieces(atoms, within_cutoff, limit, memory.chunk_cost(slot_width(edge_index, len(atoms))))
         except ValueError as error:

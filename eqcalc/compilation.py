@@ -14,23 +14,13 @@ stays eager.
 
 from __future__ import annotations
 
-import shutil
-import sysconfig
 from typing import Callable
 
 import torch
+from torch._inductor.cpp_builder import get_cpp_compiler  # loaded anyway by e3nn: no import cost
+from torch._inductor.exc import InvalidCxxCompiler
 
 from .models.base import AtomisticModel
-
-
-def _cpu_compiler() -> str | None:
-    """The C++ compiler inductor would use on a CPU, or None when none is installed."""
-    candidates = [sysconfig.get_config_var("CXX") or "", "g++", "clang++", "c++"]
-    for candidate in candidates:
-        command = candidate.split(" ")[0]
-        if command and shutil.which(command):
-            return command
-    return None
 
 
 def compile_model(model: AtomisticModel, device: torch.device) -> Callable[..., torch.Tensor]:
@@ -41,11 +31,15 @@ def compile_model(model: AtomisticModel, device: torch.device) -> Callable[..., 
     traced as inputs: tracing them makes the first compilation restart and misses torch's on-disk
     cache in every new process.
     """
-    if device.type == "cpu" and _cpu_compiler() is None:
-        raise RuntimeError(
-            "compile=True needs a C++ compiler (g++ or clang++) for torch's inductor backend on CPU, "
-            "and none was found on PATH. Install one (Debian/Ubuntu: apt install g++) or use compile=False."
-        )
+    if device.type == "cpu":
+        try:
+            get_cpp_compiler()  # inductor's own search: $CXX, else g++
+        except InvalidCxxCompiler:
+            raise RuntimeError(
+                "compile=True needs a C++ compiler for torch's inductor backend on CPU: g++, or the one the "
+                "CXX environment variable names, and none works. Install one (Debian/Ubuntu: apt install g++), "
+                "set CXX, or use compile=False."
+            ) from None
     compiled = torch.compile(model, dynamic=True)
 
     def evaluate(*args) -> torch.Tensor:

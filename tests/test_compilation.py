@@ -111,6 +111,11 @@ def test_compile_must_be_a_bool(small_nequip, value):
 
 
 def test_missing_cpp_compiler_is_named(small_nequip, monkeypatch):
-    monkeypatch.setattr("eqcalc.compilation.shutil.which", lambda command: None)
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    def no_compiler():
+        raise InvalidCxxCompiler()
+
+    monkeypatch.setattr("eqcalc.compilation.get_cpp_compiler", no_compiler)
     with pytest.raises(RuntimeError, match="needs a C\\+\\+ compiler"):
         EquivariantCalculator(small_nequip, compile=True)
