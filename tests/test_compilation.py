@@ -36,29 +36,40 @@ def assert_same(compiled, eager, scale):
 
 
 def test_compiled_calculator_equals_eager_without_recompiling(small_nequip, triclinic_cu, ethanol):
+    """Two graph variants, each compiled once: edges in reverse pairs (molecules, cells of at
+    least about 2 r_c) and per slot (smaller cells, where atoms see their own images)."""
     compiled, eager = EquivariantCalculator(small_nequip, compile=True), EquivariantCalculator(small_nequip)
-    cell = triclinic_cu * (2, 2, 1)
-    assert_same(evaluate(compiled, cell), evaluate(eager, cell), abs(evaluate(eager, cell)[0]))
+    small_cell = triclinic_cu * (2, 2, 1)
+    assert_same(evaluate(compiled, small_cell), evaluate(eager, small_cell), abs(evaluate(eager, small_cell)[0]))
     graphs = counters["stats"]["unique_graphs"]
     assert graphs > 0, "nothing was compiled"
 
     # past the skin: a rebuilt neighbour list with another number of edges
-    cell.rattle(0.4, seed=3)
+    small_cell.rattle(0.4, seed=3)
     first_build = compiled.neighbours.num_builds
-    assert_same(evaluate(compiled, cell), evaluate(eager, cell), abs(evaluate(eager, cell)[0]))
+    assert_same(evaluate(compiled, small_cell), evaluate(eager, small_cell), abs(evaluate(eager, small_cell)[0]))
     assert compiled.neighbours.num_builds > first_build
+    assert counters["stats"]["unique_graphs"] == graphs, "a new neighbour count compiled again"
 
-    # another structure, no cell; and the same molecule rotated and reflected
+    # paired: a molecule (compiles the paired variant) and the same molecule rotated and reflected
     rotation = random_orthogonal(np.random.default_rng(0), reflection=True)
     turned = ethanol.copy()
     turned.positions = ethanol.positions @ rotation.T
     energy, forces, _ = evaluate(compiled, ethanol)
     assert_same((energy, forces, None), evaluate(eager, ethanol), abs(energy))
+    graphs = counters["stats"]["unique_graphs"]
     turned_energy, turned_forces, _ = evaluate(compiled, turned)
     assert abs(turned_energy - energy) < 1e-10 * abs(energy)
     np.testing.assert_allclose(turned_forces, forces @ rotation.T, rtol=0, atol=1e-10 * np.abs(forces).max())
+    assert counters["stats"]["unique_graphs"] == graphs, "a rotated structure compiled again"
 
-    assert counters["stats"]["unique_graphs"] == graphs, "a new neighbour count or structure compiled again"
+    # paired with stress: a cell larger than 2 r_c, then past the skin
+    large_cell = triclinic_cu * (4, 4, 2)
+    assert_same(evaluate(compiled, large_cell), evaluate(eager, large_cell), abs(evaluate(eager, large_cell)[0]))
+    graphs = counters["stats"]["unique_graphs"]
+    large_cell.rattle(0.4, seed=4)
+    assert_same(evaluate(compiled, large_cell), evaluate(eager, large_cell), abs(evaluate(eager, large_cell)[0]))
+    assert counters["stats"]["unique_graphs"] == graphs, "a new neighbour count compiled again"
 
 
 def test_compiled_mace_equals_eager_for_any_composition():

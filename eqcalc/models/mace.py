@@ -296,7 +296,7 @@ class MACE(AtomisticModel):
 
         Arguments as for :meth:`atomic_outputs`.
         """
-        slots = NeighbourSlots.from_edges(edge_index, species.shape[0])
+        slots = NeighbourSlots.from_edges(edge_index, species.shape[0], edge_vectors)
         groups = SpeciesGroups.from_species(species, self.num_species)
         radial, sh = self.edge_embedding(edge_vectors, slots)
         one_hot = nn.functional.one_hot(species, self.num_species).to(radial.dtype)

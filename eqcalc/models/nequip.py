@@ -123,7 +123,7 @@ class NequIP(AtomisticModel):
 
         Arguments as for :meth:`atomic_outputs`.
         """
-        slots = NeighbourSlots.from_edges(edge_index, species.shape[0])
+        slots = NeighbourSlots.from_edges(edge_index, species.shape[0], edge_vectors)
         radial, sh = self.edge_embedding(edge_vectors, slots)
         features = self.embedding(species)
         outputs = []

@@ -143,11 +143,13 @@ MAX_BLOCKS = 16  # blocks per blocked convolution: each block's backward touches
 
 
 class EdgeEmbedding(nn.Module):
-    """Edge vectors → invariant radial basis and equivariant spherical harmonics, per neighbour slot.
+    """Edge vectors → invariant radial basis and equivariant spherical harmonics.
 
     radial: Bessel basis (trainable frequencies) × polynomial envelope (p = 6),
-    zero from r_c on; sh: Y_lm(r̂) for l ≤ lmax, "component" normalised
-    (|Y_l|² = 2l + 1), irreps 0e+1o+2e+…. Padding slots get a vector of length
+    zero from r_c on, one row per pair of reverse edges when the slots are paired
+    (:attr:`NeighbourSlots.pair_of_slot`), else per slot; sh: Y_lm(r̂) for
+    l ≤ lmax per slot, "component" normalised (|Y_l|² = 2l + 1), irreps
+    0e+1o+2e+…. Padding slots (and the padding pair) get a vector of length
     2 r_c, so their radial basis (and every radial weight, the radial MLPs being
     bias-free) is exactly zero.
     """
@@ -161,10 +163,14 @@ class EdgeEmbedding(nn.Module):
         self.sh_degrees = list(range(lmax + 1))  # plain ints in forward: torch.compile cannot guard on Irreps
 
     def forward(self, edge_vectors: torch.Tensor, slots: NeighbourSlots) -> tuple[torch.Tensor, torch.Tensor]:
-        """edge_vectors (E, 3) Å -> radial (N·D, num_basis), sh (N·D, irreps_sh.dim) per slot."""
-        outside = torch.tensor([2.0 * self.cutoff, 0.0, 0.0])
+        """edge_vectors (E, 3) Å -> radial (P + 1 or N·D, num_basis), sh (N·D, irreps_sh.dim)."""
+        outside = torch.tensor([[2.0 * self.cutoff, 0.0, 0.0]])
         vectors = slots.pad(edge_vectors, outside)
-        distances = torch.linalg.vector_norm(vectors, dim=-1)
+        if slots.paired:
+            radial_vectors = torch.cat([edge_vectors.index_select(0, slots.edge_of_pair), outside.to(edge_vectors)])
+        else:
+            radial_vectors = vectors
+        distances = torch.linalg.vector_norm(radial_vectors, dim=-1)
         radial = self.basis(distances) * self.envelope(distances)[:, None]
         sh = o3.spherical_harmonics(self.sh_degrees, vectors, normalize=True, normalization="component")
         return radial, sh
@@ -208,8 +214,8 @@ class EquivariantConvolution(nn.Module):
         self.block_slots: int | None = None  # neighbour slots per block of centre atoms (None: one pass)
 
     def path_weights(self, radial: torch.Tensor) -> list[torch.Tensor]:
-        """radial (N·D, num_basis) -> num_paths tensors (N·D, C): the radial MLP, its last
-        layer split by path so each path's weights are contiguous."""
+        """radial (R, num_basis) -> num_paths tensors (R, C): the radial MLP, its last layer
+        split by path so each path's weights are contiguous (R rows: pairs or slots)."""
         hidden = radial
         for layer in self.radial[:-1]:
             hidden = layer(hidden)
@@ -224,8 +230,8 @@ class EquivariantConvolution(nn.Module):
         slots: NeighbourSlots,
         avg_num_neighbors: float,
     ) -> torch.Tensor:
-        """features (N, irreps_in.dim); sh (N·D, irreps_sh.dim), radial (N·D, num_basis) per
-        neighbour slot (:class:`EdgeEmbedding`) -> (N, irreps_out.dim).
+        """features (N, irreps_in.dim); sh (N·D, irreps_sh.dim) per neighbour slot, radial
+        (P + 1 or N·D, num_basis) per pair or slot (:class:`EdgeEmbedding`) -> (N, irreps_out.dim).
 
         With ``block_slots`` set, the per-slot work (radial MLP, tensor product, sum over
         neighbours) runs for blocks of centre atoms of about that many slots (at most
@@ -238,6 +244,8 @@ class EquivariantConvolution(nn.Module):
         if self.block_slots is None or slots.num_nodes * slots.width <= self.block_slots:
             aggregated = self._aggregate(sources, sh, radial, slots)
         else:
+            if slots.paired:  # blocks take per-slot rows (the radial MLP runs inside each block)
+                radial = slots.from_pairs(radial)
             atoms_per_block = max(self.block_slots // slots.width, -(-slots.num_nodes // MAX_BLOCKS), 1)
             rows = atoms_per_block * slots.width
             blocks = []
@@ -255,7 +263,10 @@ class EquivariantConvolution(nn.Module):
 
     def _aggregate(self, sources: dict[int, torch.Tensor], sh, radial, slots: NeighbourSlots) -> torch.Tensor:
         """Σ_j TP(features_j, Y_ij; W(d_ij)) for the centre atoms of ``slots``: (n, irreps_mid.dim)."""
-        return self.tensor_product.aggregate(sources, sh, self.path_weights(radial), slots)
+        weights = self.path_weights(radial)
+        if slots.paired:
+            weights = [slots.from_pairs(w) for w in weights]
+        return self.tensor_product.aggregate(sources, sh, weights, slots)
 
 
 def gated_nonlinearity(irreps: o3.Irreps) -> e3nn_nn.Gate:

@@ -3,6 +3,11 @@
 With every atom's edges in one row (padded to the largest degree D), a sum
 over neighbours of a product becomes a batched matmul over the slot axis,
 instead of materialising a large per-edge tensor and scattering it.
+
+A full neighbour list holds every pair twice, i → j and j → i, at the same
+distance. Functions of the distance alone (radial MLPs) are evaluated once per
+pair and read from there by both slots (:attr:`NeighbourSlots.pair_of_slot`):
+half the rows of the edges, and without the padding slots.
 """
 
 from __future__ import annotations
@@ -21,17 +26,28 @@ class NeighbourSlots:
         neighbour_of_slot: (N·D,) int64 neighbour atom j of each slot, 0 for padding.
         num_nodes: N.
         width: D = the largest number of edges of one atom (at least 1).
+        edge_of_pair: (P,) int64 one edge of each pair {i → j, j → i}, or None: the edges
+            were not given as such pairs (then per-edge values are evaluated per slot).
+        pair_of_slot: (N·D,) int64 pair of each slot, P (one past the last pair) for padding;
+            None without pairs.
+        slots_of_pair: (P, 2) int64 the two slots of each pair; None without pairs.
     """
 
     edge_of_slot: torch.Tensor
     neighbour_of_slot: torch.Tensor
     num_nodes: int
     width: int
+    edge_of_pair: torch.Tensor | None = None
+    pair_of_slot: torch.Tensor | None = None
+    slots_of_pair: torch.Tensor | None = None
 
     @classmethod
     @torch.compiler.disable  # data-dependent width: built eagerly, outside any compiled graph
-    def from_edges(cls, edge_index: torch.Tensor, num_nodes: int) -> "NeighbourSlots":
-        """edge_index (2, E) [centre i, neighbour j], any order."""
+    def from_edges(
+        cls, edge_index: torch.Tensor, num_nodes: int, edge_vectors: torch.Tensor | None = None
+    ) -> "NeighbourSlots":
+        """edge_index (2, E) [centre i, neighbour j], any order. With ``edge_vectors`` (E, 3),
+        edges are also grouped in reverse pairs (:func:`reverse_pairs`) where they form them."""
         centres, neighbours = edge_index[0], edge_index[1]
         num_edges = centres.shape[0]
         degree = torch.bincount(centres, minlength=num_nodes)
@@ -44,7 +60,24 @@ class NeighbourSlots:
         edge_of_slot[slots] = order
         neighbour_of_slot = torch.zeros_like(edge_of_slot)
         neighbour_of_slot[slots] = neighbours[order]
-        return cls(edge_of_slot, neighbour_of_slot, num_nodes, width)
+        pairs = None if edge_vectors is None else reverse_pairs(edge_index, edge_vectors.detach())
+        if pairs is None:
+            return cls(edge_of_slot, neighbour_of_slot, num_nodes, width)
+        pair_of_edge, edge_of_pair = pairs
+        padding = torch.full((1,), edge_of_pair.shape[0], dtype=torch.int64, device=centres.device)
+        pair_of_slot = torch.cat([pair_of_edge, padding]).index_select(0, edge_of_slot)
+        slots_of_pair = torch.empty((edge_of_pair.shape[0], 2), dtype=torch.int64, device=centres.device)
+        slots_of_pair[pair_of_edge[order], (order != edge_of_pair[pair_of_edge[order]]).long()] = slots
+        return cls(edge_of_slot, neighbour_of_slot, num_nodes, width, edge_of_pair, pair_of_slot, slots_of_pair)
+
+    @property
+    def paired(self) -> bool:
+        """Whether per-edge values of distances are made per pair (:attr:`pair_of_slot`)."""
+        return self.pair_of_slot is not None
+
+    def from_pairs(self, pair_values: torch.Tensor) -> torch.Tensor:
+        """Values per pair and a padding row, (P + 1, C), -> per slot (N·D, C)."""
+        return PairsToSlots.apply(pair_values, self.pair_of_slot, self.slots_of_pair)
 
     def pad(self, edge_values: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
         """Per-edge values (E, ...) -> per-slot values (N·D, ...), ``fill`` (broadcast to one row) in padding."""
@@ -53,6 +86,66 @@ class NeighbourSlots:
 
     def rows(self, start: int, stop: int) -> "NeighbourSlots":
         """Centre atoms start…stop−1 only (their slots are rows start·D … stop·D − 1 of every
-        per-slot tensor); neighbour indices still refer to all N atoms."""
+        per-slot tensor), unpaired: per-edge values come per slot; neighbour indices still
+        refer to all N atoms."""
         window = slice(start * self.width, stop * self.width)
         return NeighbourSlots(self.edge_of_slot[window], self.neighbour_of_slot[window], stop - start, self.width)
+
+
+class PairsToSlots(torch.autograd.Function):
+    """slot_values = pair_values[pair_of_slot], with the backward as a gather too.
+
+    Every pair is read by exactly two slots, so the gradient of a pair is the sum of its two
+    slots' gradients: two gathers instead of the scatter-add of ``index_select``'s backward
+    (which ``torch.compile`` makes atomic adds on CPU). The padding row gets no gradient
+    (its values are zeros in every use here). Written with differentiable operations, so a
+    loss on forces can differentiate through it again.
+    """
+
+    @staticmethod
+    def forward(ctx, pair_values: torch.Tensor, pair_of_slot: torch.Tensor, slots_of_pair: torch.Tensor):
+        """pair_values (P + 1, C), pair_of_slot (S,), slots_of_pair (P, 2) -> (S, C)."""
+        ctx.save_for_backward(pair_of_slot, slots_of_pair)
+        return pair_values.index_select(0, pair_of_slot)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        pair_of_slot, slots_of_pair = ctx.saved_tensors
+        grad_pairs = grad.index_select(0, slots_of_pair[:, 0]) + grad.index_select(0, slots_of_pair[:, 1])
+        return torch.cat([grad_pairs, grad.new_zeros((1,) + grad.shape[1:])]), None, None
+
+
+def reverse_pairs(edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Group the edges as pairs {i → j, j → i} with opposite vectors, as a full neighbour list has them.
+
+    Edges are grouped by their atom pair {i, j}. Where every group is exactly one edge i → j
+    and one j → i (i ≠ j) with opposite vectors (to 1e-5 relative), those two are an edge
+    and its reverse at the same distance. Lists where that fails return None: an atom's
+    own periodic images (i = j), several images of one neighbour within the cutoff (cells
+    smaller than about 2 r_c), or a one-sided edge list.
+
+    Returns:
+        pair_of_edge (E,) int64 pair index of each edge; edge_of_pair (P,) int64, P = E / 2,
+        the first of the two edges of each pair in the input order. None: not such pairs.
+    """
+    centres, neighbours = edge_index[0], edge_index[1]
+    num_edges = centres.shape[0]
+    if num_edges == 0 or num_edges % 2 or bool((centres == neighbours).any()):
+        return None
+    low, high = torch.minimum(centres, neighbours), torch.maximum(centres, neighbours)
+    key = low * (int(high.max()) + 1) + high
+    order = torch.argsort(key, stable=True)
+    first, second = order[0::2], order[1::2]
+    vectors_first, vectors_second = edge_vectors[first], edge_vectors[second]
+    tolerance = 1e-5 * (1.0 + float(edge_vectors.abs().max()))
+    if (
+        not bool((key[first] == key[second]).all())
+        or bool((key[second[:-1]] == key[first[1:]]).any())  # a group of more than two edges
+        or bool((centres[first] == centres[second]).any())  # two edges in one direction
+        or float((vectors_first + vectors_second).abs().max()) > tolerance
+    ):
+        return None
+    pair_of_edge = torch.empty_like(centres)
+    pair_of_edge[first] = torch.arange(first.shape[0], device=centres.device)
+    pair_of_edge[second] = pair_of_edge[first]
+    return pair_of_edge, first
