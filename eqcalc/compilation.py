@@ -6,7 +6,9 @@ dispatcher overhead between them; inductor fuses them into a few generated C++ l
 first call compiles (1–2.5 min on a 2-core machine for the default NequIP and MACE models; 10–20 s
 in a later process, from torch's on-disk cache), later calls reuse the compiled code. Shapes are
 dynamic, so a new neighbour count after a Verlet-list rebuild, or another structure, does not
-compile again.
+compile again; a few structural variants compile once each: with and without stress, radial MLPs
+per pair of reverse edges or per neighbour slot (cells shorter than 2 r_c, pieces of chunked
+evaluation; :mod:`eqcalc.nn.neighbour_slots`), and sizes 0 or 1 (torch specialises those).
 
 Inference only: compiled graphs cannot be differentiated twice, so training (a loss on forces)
 stays eager.

@@ -9,6 +9,9 @@ from torch._dynamo.utils import counters
 
 import eqcalc
 from eqcalc import EquivariantCalculator
+from eqcalc.data.graph import atoms_to_graph
+from eqcalc.nn.neighbour_slots import NeighbourSlots
+from eqcalc.properties import edge_vectors
 from eqcalc.testing.physics import random_orthogonal, randomize_energy_offsets
 
 
@@ -17,6 +20,13 @@ def small_nequip():
     torch.manual_seed(0)
     model = eqcalc.build_model("nequip", species=[1, 6, 8, 29], cutoff=4.0, num_features=8, num_layers=2)
     return randomize_energy_offsets(model).double().eval()
+
+
+def paired(atoms, cutoff=4.0) -> bool:
+    """Whether the model's radial MLPs run per pair of reverse edges on ``atoms``."""
+    graph = atoms_to_graph(atoms, cutoff)
+    vectors = edge_vectors(graph.positions, graph.cell, graph.edge_index, graph.shifts, graph.batch)
+    return NeighbourSlots.from_edges(graph.edge_index, graph.num_atoms, vectors).paired
 
 
 def evaluate(calc, atoms):
@@ -40,6 +50,7 @@ def test_compiled_calculator_equals_eager_without_recompiling(small_nequip, tric
     least about 2 r_c) and per slot (smaller cells, where atoms see their own images)."""
     compiled, eager = EquivariantCalculator(small_nequip, compile=True), EquivariantCalculator(small_nequip)
     small_cell = triclinic_cu * (2, 2, 1)
+    assert not paired(small_cell)
     assert_same(evaluate(compiled, small_cell), evaluate(eager, small_cell), abs(evaluate(eager, small_cell)[0]))
     graphs = counters["stats"]["unique_graphs"]
     assert graphs > 0, "nothing was compiled"
@@ -55,6 +66,7 @@ def test_compiled_calculator_equals_eager_without_recompiling(small_nequip, tric
     rotation = random_orthogonal(np.random.default_rng(0), reflection=True)
     turned = ethanol.copy()
     turned.positions = ethanol.positions @ rotation.T
+    assert paired(ethanol)
     energy, forces, _ = evaluate(compiled, ethanol)
     assert_same((energy, forces, None), evaluate(eager, ethanol), abs(energy))
     graphs = counters["stats"]["unique_graphs"]
@@ -65,9 +77,11 @@ def test_compiled_calculator_equals_eager_without_recompiling(small_nequip, tric
 
     # paired with stress: a cell larger than 2 r_c, then past the skin
     large_cell = triclinic_cu * (4, 4, 2)
+    assert paired(large_cell)
     assert_same(evaluate(compiled, large_cell), evaluate(eager, large_cell), abs(evaluate(eager, large_cell)[0]))
     graphs = counters["stats"]["unique_graphs"]
     large_cell.rattle(0.4, seed=4)
+    assert paired(large_cell)
     assert_same(evaluate(compiled, large_cell), evaluate(eager, large_cell), abs(evaluate(eager, large_cell)[0]))
     assert counters["stats"]["unique_graphs"] == graphs, "a new neighbour count compiled again"
 

@@ -164,10 +164,10 @@ class EdgeEmbedding(nn.Module):
 
     def forward(self, edge_vectors: torch.Tensor, slots: NeighbourSlots) -> tuple[torch.Tensor, torch.Tensor]:
         """edge_vectors (E, 3) Å -> radial (P + 1 or N·D, num_basis), sh (N·D, irreps_sh.dim)."""
-        outside = torch.tensor([[2.0 * self.cutoff, 0.0, 0.0]])
+        outside = edge_vectors.new_tensor([[2.0 * self.cutoff, 0.0, 0.0]])
         vectors = slots.pad(edge_vectors, outside)
         if slots.paired:
-            radial_vectors = torch.cat([edge_vectors.index_select(0, slots.edge_of_pair), outside.to(edge_vectors)])
+            radial_vectors = torch.cat([edge_vectors.index_select(0, slots.edge_of_pair), outside])
         else:
             radial_vectors = vectors
         distances = torch.linalg.vector_norm(radial_vectors, dim=-1)

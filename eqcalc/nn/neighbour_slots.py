@@ -26,8 +26,9 @@ class NeighbourSlots:
         neighbour_of_slot: (N·D,) int64 neighbour atom j of each slot, 0 for padding.
         num_nodes: N.
         width: D = the largest number of edges of one atom (at least 1).
-        edge_of_pair: (P,) int64 one edge of each pair {i → j, j → i}, or None: the edges
-            were not given as such pairs (then per-edge values are evaluated per slot).
+        edge_of_pair: (P,) int64 the first edge (in input order) of each pair {i → j, j → i}:
+            its vector gives the pair's distance and receives the whole gradient of functions
+            of it. None: the edges were not given as such pairs (then they are evaluated per slot).
         pair_of_slot: (N·D,) int64 pair of each slot, P (one past the last pair) for padding;
             None without pairs.
         slots_of_pair: (P, 2) int64 the two slots of each pair; None without pairs.
@@ -46,8 +47,9 @@ class NeighbourSlots:
     def from_edges(
         cls, edge_index: torch.Tensor, num_nodes: int, edge_vectors: torch.Tensor | None = None
     ) -> "NeighbourSlots":
-        """edge_index (2, E) [centre i, neighbour j], any order. With ``edge_vectors`` (E, 3),
-        edges are also grouped in reverse pairs (:func:`reverse_pairs`) where they form them."""
+        """edge_index (2, E) [centre i, neighbour j], any order. With ``edge_vectors`` (E, 3) Å
+        (read only to check the pairing, detached), edges are also grouped in reverse pairs
+        (:func:`reverse_pairs`) where they form them."""
         centres, neighbours = edge_index[0], edge_index[1]
         num_edges = centres.shape[0]
         degree = torch.bincount(centres, minlength=num_nodes)
@@ -72,7 +74,7 @@ class NeighbourSlots:
 
     @property
     def paired(self) -> bool:
-        """Whether per-edge values of distances are made per pair (:attr:`pair_of_slot`)."""
+        """Whether functions of the distance are evaluated once per pair (:attr:`pair_of_slot`)."""
         return self.pair_of_slot is not None
 
     def from_pairs(self, pair_values: torch.Tensor) -> torch.Tensor:
@@ -97,20 +99,24 @@ class PairsToSlots(torch.autograd.Function):
 
     Every pair is read by exactly two slots, so the gradient of a pair is the sum of its two
     slots' gradients: two gathers instead of the scatter-add of ``index_select``'s backward
-    (which ``torch.compile`` makes atomic adds on CPU). The padding row gets no gradient
-    (its values are zeros in every use here). Written with differentiable operations, so a
-    loss on forces can differentiate through it again.
+    (which ``torch.compile`` makes atomic adds on CPU). Written with differentiable
+    operations, so a loss on forces can differentiate through it again.
+
+    The padding row (index P) gets a zero gradient. Exact for its one use, the radial
+    weights: the padding row is the bias-free radial MLP of a zero basis (a vector of length
+    2 r_c, past the envelope), so no parameter or input has a gradient through it anyway.
     """
 
     @staticmethod
     def forward(ctx, pair_values: torch.Tensor, pair_of_slot: torch.Tensor, slots_of_pair: torch.Tensor):
         """pair_values (P + 1, C), pair_of_slot (S,), slots_of_pair (P, 2) -> (S, C)."""
-        ctx.save_for_backward(pair_of_slot, slots_of_pair)
+        ctx.save_for_backward(slots_of_pair)
         return pair_values.index_select(0, pair_of_slot)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        pair_of_slot, slots_of_pair = ctx.saved_tensors
+        """grad (S, C) -> (P + 1, C) for pair_values, none for the indices."""
+        (slots_of_pair,) = ctx.saved_tensors
         grad_pairs = grad.index_select(0, slots_of_pair[:, 0]) + grad.index_select(0, slots_of_pair[:, 1])
         return torch.cat([grad_pairs, grad.new_zeros((1,) + grad.shape[1:])]), None, None
 
@@ -119,10 +125,11 @@ def reverse_pairs(edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> tuple
     """Group the edges as pairs {i → j, j → i} with opposite vectors, as a full neighbour list has them.
 
     Edges are grouped by their atom pair {i, j}. Where every group is exactly one edge i → j
-    and one j → i (i ≠ j) with opposite vectors (to 1e-5 relative), those two are an edge
-    and its reverse at the same distance. Lists where that fails return None: an atom's
-    own periodic images (i = j), several images of one neighbour within the cutoff (cells
-    smaller than about 2 r_c), or a one-sided edge list.
+    and one j → i (i ≠ j) whose vectors (E, 3) Å add up to zero (to 64 ulp of the larger
+    component), those two are an edge and its reverse at the same distance (their image
+    shifts are opposite). Lists where that fails return None: an atom's own periodic images
+    (i = j), several images of one neighbour within the cutoff (cells shorter than 2 r_c in
+    some direction), one-sided lists (the pieces of chunked evaluation), non-finite vectors.
 
     Returns:
         pair_of_edge (E,) int64 pair index of each edge; edge_of_pair (P,) int64, P = E / 2,
@@ -130,20 +137,22 @@ def reverse_pairs(edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> tuple
     """
     centres, neighbours = edge_index[0], edge_index[1]
     num_edges = centres.shape[0]
-    if num_edges == 0 or num_edges % 2 or bool((centres == neighbours).any()):
+    if num_edges == 0 or num_edges % 2:
         return None
     low, high = torch.minimum(centres, neighbours), torch.maximum(centres, neighbours)
     key = low * (int(high.max()) + 1) + high
     order = torch.argsort(key, stable=True)
     first, second = order[0::2], order[1::2]
-    vectors_first, vectors_second = edge_vectors[first], edge_vectors[second]
-    tolerance = 1e-5 * (1.0 + float(edge_vectors.abs().max()))
-    if (
-        not bool((key[first] == key[second]).all())
-        or bool((key[second[:-1]] == key[first[1:]]).any())  # a group of more than two edges
-        or bool((centres[first] == centres[second]).any())  # two edges in one direction
-        or float((vectors_first + vectors_second).abs().max()) > tolerance
-    ):
+    mismatch = (edge_vectors[first] + edge_vectors[second]).abs().amax(dim=1)
+    tolerance = 64 * torch.finfo(edge_vectors.dtype).eps * (1.0 + edge_vectors[first].abs().amax(dim=1))
+    paired = (
+        (centres != neighbours).all()  # no own images
+        & (key[first] == key[second]).all()
+        & (key[second[:-1]] != key[first[1:]]).all()  # no group of more than two edges
+        & (centres[first] != centres[second]).all()  # one edge each way
+        & (mismatch <= tolerance).all()  # opposite vectors (False for NaN)
+    )
+    if not bool(paired):  # one host sync
         return None
     pair_of_edge = torch.empty_like(centres)
     pair_of_edge[first] = torch.arange(first.shape[0], device=centres.device)

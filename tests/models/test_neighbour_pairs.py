@@ -7,6 +7,7 @@ and give the same energies, forces and stress as per-slot evaluation (float64, 1
 
 import pytest
 import torch
+from ase import Atoms
 from ase.build import molecule
 
 import eqcalc
@@ -50,6 +51,15 @@ def test_small_periodic_cell_is_not_paired(triclinic_cu):
     assert not NeighbourSlots.from_edges(graph.edge_index, graph.num_atoms, vectors).paired
 
 
+def test_cell_shorter_than_twice_the_cutoff_is_not_paired():
+    """No own images (6 Å > r_c), but two images of the neighbour within r_c (2.9 and 3.1 Å):
+    four edges between the same two atoms."""
+    atoms = Atoms("OH", positions=[[0.0, 0.0, 0.0], [2.9, 0.0, 0.0]], cell=[6.0, 20.0, 20.0], pbc=True)
+    graph, vectors = graph_and_vectors(atoms)
+    assert graph.num_edges == 4 and bool((graph.edge_index[0] != graph.edge_index[1]).all())
+    assert reverse_pairs(graph.edge_index, vectors) is None
+
+
 def test_lists_without_reverse_pairs_are_refused():
     graph, vectors = graph_and_vectors(molecule("CH3CH2OH"))
     edge_index = graph.edge_index
@@ -65,6 +75,8 @@ def test_lists_without_reverse_pairs_are_refused():
     # the right atoms, but vectors that are not opposite (another image)
     shifted = vectors.clone()
     shifted[reverse] += torch.tensor([0.0, 0.0, 3.0], dtype=vectors.dtype)
+    assert reverse_pairs(edge_index, shifted) is None
+    shifted[reverse] = torch.nan
     assert reverse_pairs(edge_index, shifted) is None
     assert reverse_pairs(edge_index[:, :0], vectors[:0]) is None
 
