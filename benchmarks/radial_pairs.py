@@ -1,0 +1,99 @@
+"""Radial MLPs per pair of reverse edges against per neighbour slot, side by side.
+
+NequIP and MACE evaluate their radial MLPs once per pair {i → j, j → i}
+(:func:`eqcalc.nn.neighbour_slots.reverse_pairs`); the per-slot path is the fallback for
+cells smaller than about 2 r_c, forced here by making the pairing find nothing. Each case
+times ``compute_properties`` (energy + forces, + stress on the periodic water box) on a
+prebuilt graph, the two variants alternating (A B A B …, ``--rounds`` each, ``--repeats``
+calls per round after warm-up), eager or through ``torch.compile`` (both variants compiled
+in the same process before timing). Ratio = per-slot ms / paired ms (> 1: pairs faster).
+
+    python benchmarks/radial_pairs.py [--families nequip mace] [--modes eager compiled] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from unittest import mock
+
+import torch
+
+from common import header, markdown_table
+
+from eqcalc.compilation import compile_model
+from eqcalc.data.graph import atoms_to_graph
+from eqcalc.data.structures import aspirin, water_box
+from eqcalc.models import build_model
+from eqcalc.properties import compute_properties
+
+FAMILIES = {
+    "nequip": {"num_features": 32, "lmax": 1, "num_layers": 4},  # the peers' NequIP size
+    "mace": {"num_channels": 64, "max_L": 1},
+}
+SYSTEMS = {"aspirin (21)": aspirin, "water box (192)": water_box}
+CUTOFF = 5.0
+
+
+def per_slot():
+    """Context in which no edge list is paired (the fallback path)."""
+    return mock.patch("eqcalc.nn.neighbour_slots.reverse_pairs", lambda edge_index, edge_vectors: None)
+
+
+def alternate(evaluate, rounds: int, repeats: int, warmup: int) -> dict[str, float]:
+    """Median ms of ``evaluate()`` paired and per slot, alternating rounds."""
+    times = {"paired": [], "per slot": []}
+    for _ in range(rounds):
+        for name in times:
+            with per_slot() if name == "per slot" else contextlib.nullcontext():
+                for _ in range(warmup):
+                    evaluate()
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    evaluate()
+                    times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    parser.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for family in args.families:
+        for dtype in args.dtypes:
+            torch.manual_seed(0)
+            model = build_model(family, species=[1, 6, 8], cutoff=CUTOFF, avg_num_neighbors=15.0, **FAMILIES[family])
+            model = model.to(getattr(torch, dtype)).eval().requires_grad_(False)
+            for mode in args.modes:
+                energy_model = compile_model(model, torch.device("cpu")) if mode == "compiled" else model
+                for system, build in SYSTEMS.items():
+                    atoms = build()
+                    graph, stress = atoms_to_graph(atoms, CUTOFF), bool(atoms.pbc.any())
+
+                    def evaluate():
+                        return compute_properties(energy_model, graph, forces=True, stress=stress)
+
+                    ms = alternate(evaluate, args.rounds, args.repeats, args.warmup)
+                    rows.append([family, dtype, mode, system, f"{ms['paired']:.1f}", f"{ms['per slot']:.1f}",
+                                 f"{ms['per slot'] / ms['paired']:.2f}"])
+                    print(" | ".join(rows[-1]), flush=True)
+    print()
+    print(header())
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; cutoff {CUTOFF} Å; {args.rounds} rounds × "
+          f"{args.repeats} calls per variant after {args.warmup} warm-up calls per round, alternating")
+    columns = ["family", "dtype", "mode", "system", "paired ms", "per-slot ms", "per-slot / paired"]
+    print(markdown_table(columns, rows))
+
+
+if __name__ == "__main__":
+    main()
