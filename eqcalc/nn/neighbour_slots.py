@@ -62,15 +62,18 @@ class NeighbourSlots:
         edge_of_slot[slots] = order
         neighbour_of_slot = torch.zeros_like(edge_of_slot)
         neighbour_of_slot[slots] = neighbours[order]
-        pairs = None if edge_vectors is None else reverse_pairs(edge_index, edge_vectors.detach())
-        if pairs is None:
+        edges_of_pair = None if edge_vectors is None else reverse_pairs(edge_index, edge_vectors.detach())
+        if edges_of_pair is None:
             return cls(edge_of_slot, neighbour_of_slot, num_nodes, width)
-        pair_of_edge, edge_of_pair = pairs
-        padding = torch.full((1,), edge_of_pair.shape[0], dtype=torch.int64, device=centres.device)
-        pair_of_slot = torch.cat([pair_of_edge, padding]).index_select(0, edge_of_slot)
-        slots_of_pair = torch.empty((edge_of_pair.shape[0], 2), dtype=torch.int64, device=centres.device)
-        slots_of_pair[pair_of_edge[order], (order != edge_of_pair[pair_of_edge[order]]).long()] = slots
-        return cls(edge_of_slot, neighbour_of_slot, num_nodes, width, edge_of_pair, pair_of_slot, slots_of_pair)
+        num_pairs = edges_of_pair.shape[0]
+        pair_of_edge = torch.full((num_edges + 1,), num_pairs, dtype=torch.int64, device=centres.device)
+        pair_of_edge[edges_of_pair] = torch.arange(num_pairs, device=centres.device)[:, None]  # edge E: padding
+        slot_of_edge = torch.empty_like(order)
+        slot_of_edge[order] = slots
+        return cls(
+            edge_of_slot, neighbour_of_slot, num_nodes, width,
+            edges_of_pair[:, 0], pair_of_edge.index_select(0, edge_of_slot), slot_of_edge[edges_of_pair],
+        )
 
     @property
     def paired(self) -> bool:
@@ -102,9 +105,10 @@ class PairsToSlots(torch.autograd.Function):
     (which ``torch.compile`` makes atomic adds on CPU). Written with differentiable
     operations, so a loss on forces can differentiate through it again.
 
-    The padding row (index P) gets a zero gradient. Exact for its one use, the radial
-    weights: the padding row is the bias-free radial MLP of a zero basis (a vector of length
-    2 r_c, past the envelope), so no parameter or input has a gradient through it anyway.
+    The padding row (index P) gets a zero gradient. Exact for both uses, the radial basis and
+    the radial weights: for the padding vector (length 2 r_c, past the envelope) the basis is
+    zero and the bias-free radial MLP of it too, so no parameter or input has a gradient
+    through that row anyway.
     """
 
     @staticmethod
@@ -121,7 +125,7 @@ class PairsToSlots(torch.autograd.Function):
         return torch.cat([grad_pairs, grad.new_zeros((1,) + grad.shape[1:])]), None, None
 
 
-def reverse_pairs(edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+def reverse_pairs(edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor | None:
     """Group the edges as pairs {i → j, j → i} with opposite vectors, as a full neighbour list has them.
 
     Edges are grouped by their atom pair {i, j}. Where every group is exactly one edge i → j
@@ -132,8 +136,8 @@ def reverse_pairs(edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> tuple
     some direction), one-sided lists (the pieces of chunked evaluation), non-finite vectors.
 
     Returns:
-        pair_of_edge (E,) int64 pair index of each edge; edge_of_pair (P,) int64, P = E / 2,
-        the first of the two edges of each pair in the input order. None: not such pairs.
+        edges_of_pair (P, 2) int64, P = E / 2: the two edges of each pair, the one first in
+        the input order in column 0. None: not such pairs.
     """
     centres, neighbours = edge_index[0], edge_index[1]
     num_edges = centres.shape[0]
@@ -154,7 +158,4 @@ def reverse_pairs(edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> tuple
     )
     if not bool(paired):  # one host sync
         return None
-    pair_of_edge = torch.empty_like(centres)
-    pair_of_edge[first] = torch.arange(first.shape[0], device=centres.device)
-    pair_of_edge[second] = pair_of_edge[first]
-    return pair_of_edge, first
+    return torch.stack([first, second], dim=1)

@@ -29,9 +29,11 @@ def graph_and_vectors(atoms):
 @pytest.mark.parametrize("build", [lambda: molecule("CH3CH2OH"), lambda: water_box(seed=3)], ids=["ethanol", "water-box"])
 def test_pairs_are_the_reverse_edges(build):
     graph, vectors = graph_and_vectors(build())
-    pairs = reverse_pairs(graph.edge_index, vectors)
-    assert pairs is not None
-    pair_of_edge, edge_of_pair = pairs
+    edges_of_pair = reverse_pairs(graph.edge_index, vectors)
+    assert edges_of_pair is not None
+    edge_of_pair = edges_of_pair[:, 0]
+    pair_of_edge = torch.full((graph.num_edges,), -1)
+    pair_of_edge[edges_of_pair] = torch.arange(edges_of_pair.shape[0])[:, None]
     assert edge_of_pair.shape[0] * 2 == graph.num_edges
     assert torch.equal(torch.bincount(pair_of_edge), torch.full((edge_of_pair.shape[0],), 2))
     partner = edge_of_pair[pair_of_edge]  # the pair's first edge, for every edge
