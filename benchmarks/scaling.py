@@ -12,7 +12,7 @@ A case whose cost, extrapolated from the largest size already measured, would ex
 memory or time limit is skipped and listed as such instead of run.
 
     python benchmarks/scaling.py [--families schnet nequip] [--repeats 1 2 3 4 5] [--threads 2] [--label X]
-        [--keep-freed-memory] [--max-edges auto|none|N] [--block-slots 4096 none]
+        [--keep-freed-memory] [--max-edges auto|none|N] [--block-slots kernel 4096 none]
         [--max-case-gib 6] [--max-case-seconds 240]
 
 Cases run under the caller's environment, so glibc malloc settings (MALLOC_MMAP_MAX_=0 …)
@@ -21,8 +21,10 @@ switch from inside each case (eqcalc.memory.keep_freed_memory). ``--max-edges`` 
 calculator (default auto: structures too large for memory are evaluated in chunks; the table
 says how many, and for cases large enough to be checked, the peak memory the calculator's fitted
 model predicts for the whole graph, next to the measured one); raise ``--max-case-gib`` to let such
-cases run. ``--block-slots`` sets the calculator's block_slots (irreps convolutions in blocks of
-centre atoms); with several values, each size runs every value in turn, side by side.
+cases run. ``--block-slots`` sets how the irreps convolutions run: ``kernel`` (default) the CPU
+kernel (calculator kernels=True), otherwise the torch convolutions (kernels=False) with that
+block_slots (blocks of centre atoms: a number, auto or none); with several values, each size runs
+every value in turn, side by side.
 """
 
 from __future__ import annotations
@@ -68,7 +70,13 @@ def measure_case(
     start = time.perf_counter()
     torch.manual_seed(0)
     model = eqcalc.build_model(family, species=[1, 8], cutoff=5.0)
-    calc = eqcalc.EquivariantCalculator(model, dtype="float32", max_edges=max_edges, block_slots=block_slots)
+    if block_slots == "kernel":
+        calc = eqcalc.EquivariantCalculator(model, dtype="float32", max_edges=max_edges)
+        assert calc.kernels_in_use or family not in ("nequip", "mace"), "the CPU kernel could not be built"
+    else:
+        calc = eqcalc.EquivariantCalculator(
+            model, dtype="float32", max_edges=max_edges, block_slots=block_slots, kernels=False
+        )
     atoms = water_box(repeat)
     properties = ["energy", "forces", "stress"]
     rng = np.random.default_rng(0)
@@ -108,9 +116,10 @@ def measure_case(
 
 
 def calculator_option(text: str) -> int | str | None:
-    """A max_edges / block_slots value from the command line: "auto", "none" (None) or a number."""
+    """A max_edges / block_slots value from the command line: "auto", "none" (None), "kernel"
+    (block_slots only) or a number."""
     choice = text.lower()
-    return {"auto": "auto", "none": None}[choice] if choice in ("auto", "none") else int(choice)
+    return {"auto": "auto", "none": None, "kernel": "kernel"}[choice] if choice in ("auto", "none", "kernel") else int(choice)
 
 
 def predicted_kib(calc, atoms) -> float | None:
@@ -188,7 +197,8 @@ def main() -> None:
     parser.add_argument("--label", default="", help="appended to the output file names, e.g. _malloc-reuse")
     parser.add_argument("--keep-freed-memory", action="store_true", help="glibc keeps freed memory (see above)")
     parser.add_argument("--max-edges", default="auto", help="calculator max_edges: auto, none or a number")
-    parser.add_argument("--block-slots", nargs="+", default=["4096"], help="calculator block_slots: numbers, auto or none")
+    parser.add_argument("--block-slots", nargs="+", default=["kernel"],
+                        help="kernel (the CPU kernel), or the torch convolutions with block_slots: numbers, auto or none")
     parser.add_argument("--max-case-gib", type=float, default=6.0, help="skip cases expected to need more memory")
     parser.add_argument("--max-case-seconds", type=float, default=240.0, help="skip cases expected to take longer")
     parser.add_argument("--case", nargs=2, metavar=("FAMILY", "REPEAT"), help=argparse.SUPPRESS)

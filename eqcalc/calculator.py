@@ -104,6 +104,11 @@ class EquivariantCalculator(Calculator):
             through ``torch.compile`` (:mod:`eqcalc.compilation`): faster calls after a one-off
             compilation on the first call. Needs a C++ compiler on CPU. Results equal the eager
             model's to round-off. Convolutions then run in one pass (no blocks; chunks as above).
+        kernels: on CPU, run the irreps convolutions (``nequip``, ``mace``) through eqcalc's
+            CPU kernel (:mod:`eqcalc.nn.kernels`; built with the local C++ compiler on first use,
+            ~15 s once per machine): the same results to round-off, 1.2–2× faster per call, and
+            no per-edge memory, so ``block_slots`` has no effect. Where it cannot be built, a
+            warning and the torch path. ``kernels_in_use`` says which runs.
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order xx, yy, zz, yz, xz, xy;
     ASE sign: positive = tensile). Per-atom energies are available as "energies".
@@ -121,6 +126,7 @@ class EquivariantCalculator(Calculator):
         max_edges: int | str | None = "auto",
         block_slots: int | str | None = "auto",
         compile: bool = False,
+        kernels: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -140,9 +146,18 @@ class EquivariantCalculator(Calculator):
                 "the number of blocks and compiled again whenever it changes. Use block_slots='auto' or None "
                 "(one pass; max_edges still splits structures too large for memory into chunks)."
             )
-        has_convolutions = self.model.set_block_slots(None if block_slots == "auto" else block_slots)
-        self._may_block = block_slots == "auto" and has_convolutions and not compile  # blocks for large structures
+        if not isinstance(kernels, bool):
+            raise ValueError(f"kernels must be True or False, got {kernels!r}.")
         self.device = torch.device(device)
+        self.kernels_in_use = self.model.set_inference_kernels(kernels and self.device.type == "cpu")
+        if self.kernels_in_use and isinstance(block_slots, int):
+            raise ValueError(
+                f"block_slots={block_slots} has no effect with the CPU kernel, which keeps no per-edge tensors; "
+                "pass kernels=False to run the torch convolutions in blocks, or block_slots='auto'."
+            )
+        has_convolutions = self.model.set_block_slots(None if block_slots == "auto" else block_slots)
+        # blocks for large structures, where the convolutions keep per-slot tensors
+        self._may_block = block_slots == "auto" and has_convolutions and not (compile or self.kernels_in_use)
         self._energy_model = compile_model(self.model, self.device) if compile else self.model
         self.min_distance = float(min_distance)
         self.neighbours = VerletNeighbourList(model.cutoff, skin)

@@ -143,8 +143,9 @@ def test_convolution_in_receiver_blocks_is_exact(family):
 
     model = small_model(family)
     atoms = rattled_water()
-    reference = results(EquivariantCalculator(model, max_edges=None, block_slots=None), atoms)
-    calc = EquivariantCalculator(model, max_edges=None, block_slots=300)  # many blocks, an uneven last one
+    reference = results(EquivariantCalculator(model, max_edges=None, block_slots=None, kernels=False), atoms)
+    # many blocks, an uneven last one (blocks are for the torch path: the CPU kernel keeps nothing per slot)
+    calc = EquivariantCalculator(model, max_edges=None, block_slots=300, kernels=False)
     blocked = results(calc, atoms)
     product = next(m for m in calc.model.modules() if isinstance(m, EquivariantConvolution)).tensor_product
     block_atoms = []  # centre atoms of each aggregate call of the first convolution
@@ -166,11 +167,13 @@ def test_block_slots_is_a_no_op_for_families_without_irreps_convolutions():
 def test_calculator_sets_block_slots_on_its_copy_only():
     model = small_model("mace")
     assert block_settings(EquivariantCalculator(model).model) == {None}  # "auto": one pass for small structures
-    assert block_settings(EquivariantCalculator(model, block_slots=500).model) == {500}
+    assert block_settings(EquivariantCalculator(model, block_slots=500, kernels=False).model) == {500}
     assert block_settings(EquivariantCalculator(model, block_slots=None).model) == {None}
     assert block_settings(model) == {None}  # the user's model is untouched
     with pytest.raises(ValueError, match="block_slots"):
         EquivariantCalculator(model, block_slots=0)
+    with pytest.raises(ValueError, match="kernels=False"):  # blocks would be silently ignored
+        EquivariantCalculator(model, block_slots=500)
 
 
 def test_max_edges_too_small_names_the_fix():
@@ -187,14 +190,14 @@ def test_bad_max_edges_option():
         EquivariantCalculator(small_model("schnet"), max_edges=0)
 
 
-def auto_calculator(monkeypatch, model, free_bytes: float, memory=None):
+def auto_calculator(monkeypatch, model, free_bytes: float, memory=None, **options):
     """A max_edges="auto" calculator that checks every structure, with ``free_bytes`` free and,
     if given, ``memory`` as its fitted memory model (skipping the measurement)."""
     import eqcalc.calculator as calculator
 
     monkeypatch.setattr(calculator, "AUTO_CHUNK_CHECK_EDGES", 10)
     monkeypatch.setattr(calculator, "available_bytes", lambda device: free_bytes)
-    calc = EquivariantCalculator(model)
+    calc = EquivariantCalculator(model, **options)
     if memory is not None:
         calc.evaluation_memory, calc._memory_measured = memory, True
     return calc
@@ -233,23 +236,28 @@ def test_auto_mode_evaluates_whole_when_the_prediction_fits(monkeypatch):
 
 
 def test_auto_mode_blocks_structures_above_the_check_size_only(monkeypatch):
-    """Above the size from which memory is checked the convolutions run in blocks (less memory and,
-    for large boxes, less time), with one-pass results; below it, one pass."""
+    """Above the size from which memory is checked the torch convolutions run in blocks (less memory
+    and, for large boxes, less time), with one-pass results; below it, one pass. The CPU kernel
+    keeps nothing per slot: one pass at every size."""
     import eqcalc.calculator as calculator
     from eqcalc.calculator import EvaluationMemory
 
     model = small_model("mace")
     atoms = rattled_water()
-    reference = results(EquivariantCalculator(model, max_edges=None, block_slots=None), atoms)
-    small = EquivariantCalculator(model)
+    reference = results(EquivariantCalculator(model, max_edges=None, block_slots=None, kernels=False), atoms)
+    small = EquivariantCalculator(model, kernels=False)
     results(small, atoms)
     assert block_settings(small.model) == {None}  # 768 atoms are below the check size
-    large = auto_calculator(monkeypatch, model, 2**40, EvaluationMemory(0.0, 1.0, 1.0))
+    large = auto_calculator(monkeypatch, model, 2**40, EvaluationMemory(0.0, 1.0, 1.0), kernels=False)
     assert calculator.AUTO_CHUNK_CHECK_EDGES == 10
     pieces = results(large, atoms)
     assert block_settings(large.model) == {4096} and large.num_chunks == 1
     np.testing.assert_allclose(pieces["forces"], reference["forces"], rtol=0, atol=1e-10)
     np.testing.assert_allclose(pieces["stress"], reference["stress"], rtol=0, atol=1e-12)
+    with_kernel = auto_calculator(monkeypatch, model, 2**40, EvaluationMemory(0.0, 1.0, 1.0))
+    pieces = results(with_kernel, atoms)
+    assert with_kernel.kernels_in_use and block_settings(with_kernel.model) == {None}
+    np.testing.assert_allclose(pieces["forces"], reference["forces"], rtol=0, atol=1e-10)
 
 
 def simulated_peak(evaluated: list, fixed: float, per_atom: float, per_slot: float):

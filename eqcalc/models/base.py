@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..data.validation import check_species
+from ..nn import kernels
 from ..nn.irreps import EquivariantConvolution
 
 MAX_ATOMIC_NUMBER = 118
@@ -118,6 +119,23 @@ class AtomisticModel(nn.Module):
         for convolution in convolutions:
             convolution.block_slots = slots
         return bool(convolutions)
+
+    def set_inference_kernels(self, enabled: bool) -> bool:
+        """Run the irreps convolutions' tensor products through eqcalc's CPU kernel
+        (:mod:`eqcalc.nn.kernels`, built on first use) when the model runs on CPU: faster, and
+        no per-edge memory, but differentiable only once (energies, forces and stress, not a
+        training loss on forces). A runtime setting, not saved with the model;
+        :class:`~eqcalc.EquivariantCalculator` turns it on.
+
+        Returns:
+            whether the kernel is in use (False: disabled, no irreps convolutions, or the
+            kernel could not be built).
+        """
+        convolutions = [m for m in self.modules() if isinstance(m, EquivariantConvolution)]
+        use = bool(enabled and convolutions and kernels.available())
+        for convolution in convolutions:
+            convolution.use_kernel = use
+        return use
 
     @torch.compiler.disable  # a data-dependent check: stays eager, outside any compiled graph
     def species_indices(self, numbers: torch.Tensor) -> torch.Tensor:

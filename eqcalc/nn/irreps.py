@@ -212,13 +212,18 @@ class EquivariantConvolution(nn.Module):
         self.radial = radial_mlp(num_basis, radial_hidden, radial_layers, num_weights)
         self.linear_out = o3.Linear(irreps_mid, self.irreps_out)
         self.block_slots: int | None = None  # neighbour slots per block of centre atoms (None: one pass)
+        self.use_kernel = False  # tensor product through eqcalc.nn.kernels (inference on CPU)
+
+    def radial_hidden(self, radial: torch.Tensor) -> torch.Tensor:
+        """radial (R, num_basis) -> the radial MLP's last hidden layer (R, radial_hidden)."""
+        for layer in self.radial[:-1]:
+            radial = layer(radial)
+        return radial
 
     def path_weights(self, radial: torch.Tensor) -> list[torch.Tensor]:
         """radial (R, num_basis) -> num_paths tensors (R, C): the radial MLP, its last layer
         split by path so each path's weights are contiguous (R rows: pairs or slots)."""
-        hidden = radial
-        for layer in self.radial[:-1]:
-            hidden = layer(hidden)
+        hidden = self.radial_hidden(radial)
         last = self.radial[-1].weight  # (num_paths · C, hidden)
         return [hidden @ block.t() for block in last.split(self.tensor_product.channels)]
 
@@ -233,13 +238,21 @@ class EquivariantConvolution(nn.Module):
         """features (N, irreps_in.dim); sh (N·D, irreps_sh.dim) per neighbour slot, radial
         (P + 1 or N·D, num_basis) per pair or slot (:class:`EdgeEmbedding`) -> (N, irreps_out.dim).
 
-        With ``block_slots`` set, the per-slot work (radial MLP, tensor product, sum over
+        With ``use_kernel`` (CPU tensors), the tensor product and the sum over neighbours run in
+        the CPU kernel (:mod:`eqcalc.nn.kernels`), which keeps nothing per slot: one pass,
+        whatever ``block_slots``; differentiable once (inference).
+
+        Else, with ``block_slots`` set, the per-slot work (radial MLP, tensor product, sum over
         neighbours) runs for blocks of centre atoms of about that many slots (at most
         MAX_BLOCKS blocks), each block recomputed during the backward pass instead of kept
         (activation checkpointing): the same values and gradients, with the per-slot
         intermediates of one block instead of every edge, for about one extra forward pass of
         the convolution. The per-slot inputs (sh, radial) stay whole.
         """
+        if self.use_kernel and features.device.type == "cpu":
+            weights = nn.functional.linear(self.radial_hidden(radial), self.radial[-1].weight)
+            aggregated = self.tensor_product.kernel(self.linear_in(features), sh, weights, slots)
+            return self.linear_out(aggregated / avg_num_neighbors)
         sources = self.tensor_product.sources(self.linear_in(features))  # every block gathers from all atoms
         if self.block_slots is None or slots.num_nodes * slots.width <= self.block_slots:
             aggregated = self._aggregate(sources, sh, radial, slots)

@@ -26,6 +26,8 @@ class NeighbourSlots:
         neighbour_of_slot: (N·D,) int64 neighbour atom j of each slot, 0 for padding.
         num_nodes: N.
         width: D = the largest number of edges of one atom (at least 1).
+        num_neighbours: (N,) int64 edges of each atom: its slots are the first num_neighbours of its
+            row, the rest are padding.
         edge_of_pair: (P,) int64 the first edge (in input order) of each pair {i → j, j → i}:
             its vector gives the pair's distance and receives the whole gradient of functions
             of it. None: the edges were not given as such pairs (then they are evaluated per slot).
@@ -38,6 +40,7 @@ class NeighbourSlots:
     neighbour_of_slot: torch.Tensor
     num_nodes: int
     width: int
+    num_neighbours: torch.Tensor
     edge_of_pair: torch.Tensor | None = None
     pair_of_slot: torch.Tensor | None = None
     slots_of_pair: torch.Tensor | None = None
@@ -64,14 +67,14 @@ class NeighbourSlots:
         neighbour_of_slot[slots] = neighbours[order]
         edges_of_pair = None if edge_vectors is None else reverse_pairs(edge_index, edge_vectors.detach())
         if edges_of_pair is None:
-            return cls(edge_of_slot, neighbour_of_slot, num_nodes, width)
+            return cls(edge_of_slot, neighbour_of_slot, num_nodes, width, degree)
         num_pairs = edges_of_pair.shape[0]
         pair_of_edge = torch.full((num_edges + 1,), num_pairs, dtype=torch.int64, device=centres.device)
         pair_of_edge[edges_of_pair] = torch.arange(num_pairs, device=centres.device)[:, None]  # edge E: padding
         slot_of_edge = torch.empty_like(order)
         slot_of_edge[order] = slots
         return cls(
-            edge_of_slot, neighbour_of_slot, num_nodes, width,
+            edge_of_slot, neighbour_of_slot, num_nodes, width, degree,
             edges_of_pair[:, 0], pair_of_edge.index_select(0, edge_of_slot), slot_of_edge[edges_of_pair],
         )
 
@@ -94,7 +97,10 @@ class NeighbourSlots:
         per-slot tensor), unpaired: per-edge values come per slot; neighbour indices still
         refer to all N atoms."""
         window = slice(start * self.width, stop * self.width)
-        return NeighbourSlots(self.edge_of_slot[window], self.neighbour_of_slot[window], stop - start, self.width)
+        return NeighbourSlots(
+            self.edge_of_slot[window], self.neighbour_of_slot[window], stop - start, self.width,
+            self.num_neighbours[start:stop],
+        )
 
 
 class PairsToSlots(torch.autograd.Function):

@@ -23,6 +23,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from . import kernels
 from .neighbour_slots import NeighbourSlots
 
 
@@ -99,6 +100,22 @@ class ConvolutionProduct(ExactCoefficients):
         self.block_sizes_in1 = [self.channels * ir.dim for _, ir in self.irreps_in1]
         self.block_sizes_in2 = [ir.dim for _, ir in self.irreps_in2]
         self.path_dims = [(self.irreps_in1[p.i_in1].ir.dim, self.irreps_out[p.i_out].ir.dim) for p in self.paths]
+        self.used_in1 = sorted({p.i_in1 for p in self.paths})
+        self._register_kernel_tables()
+
+    def _register_kernel_tables(self) -> None:
+        """The path table and flat coefficients of :func:`eqcalc.nn.kernels.uvu_convolution`."""
+        d1_of = {i1: self.block_sizes_in1[i1] // self.channels for i1 in self.used_in1}
+        in_offset = {i1: sum(d1_of[u] for u in self.used_in1[:k]) for k, i1 in enumerate(self.used_in1)}
+        rows, coefficients, out_offset, cg_offset = [], [], 0, 0
+        for k, ((i1, i2, _), (d1, d_out)) in enumerate(zip(self.paths, self.path_dims)):
+            d2 = self.block_sizes_in2[i2]
+            rows.append([in_offset[i1], d1, sum(self.block_sizes_in2[:i2]), d2, out_offset, d_out, cg_offset])
+            coefficients.append(self._masters[f"coefficients_{k}"].reshape(-1))
+            out_offset, cg_offset = out_offset + d_out, cg_offset + d2 * d1 * d_out
+        self.register_buffer("kernel_paths", torch.tensor(rows, dtype=torch.int64), persistent=False)
+        self.register_coefficients("kernel_coefficients", torch.cat(coefficients))
+        self.kernel_out_blocks = out_offset
 
     @property
     def num_paths(self) -> int:
@@ -115,11 +132,29 @@ class ConvolutionProduct(ExactCoefficients):
         """The input blocks the paths read, each as (N, d1, C) contiguous: the layout the
         neighbour gather of :meth:`aggregate` reads (made once, shared by blocks of centre atoms)."""
         blocks = features.split(self.block_sizes_in1, dim=1)
-        used = sorted({p.i_in1 for p in self.paths})
         return {
             i1: blocks[i1].reshape(-1, self.channels, d1).transpose(1, 2).contiguous()
-            for i1, d1 in ((i1, self.block_sizes_in1[i1] // self.channels) for i1 in used)
+            for i1, d1 in ((i1, self.block_sizes_in1[i1] // self.channels) for i1 in self.used_in1)
         }
+
+    def kernel(self, features: torch.Tensor, sh: torch.Tensor, weights: torch.Tensor, slots: NeighbourSlots) -> torch.Tensor:
+        """:meth:`forward` through the CPU kernel (:func:`eqcalc.nn.kernels.uvu_convolution`, which
+        must be :func:`~eqcalc.nn.kernels.available`): weights (R, num_paths · C) per pair of reverse
+        slots and a padding row when ``slots.paired``, else per slot -> (N, irreps_out.dim)."""
+        sources = self.sources(features)
+        stacked = torch.cat([sources[i1] for i1 in self.used_in1], dim=1)  # (N, B_in, C)
+        if slots.paired:
+            row, slots_of_pair = slots.pair_of_slot, slots.slots_of_pair
+        else:
+            row = torch.arange(sh.shape[0], device=sh.device)
+            slots_of_pair = row.new_empty((0, 2))
+        out = kernels.uvu_convolution(
+            stacked, sh.contiguous(), weights.reshape(weights.shape[0], self.num_paths, self.channels),
+            slots.neighbour_of_slot, row, slots.num_neighbours, self.kernel_paths, self.kernel_coefficients,
+            slots_of_pair, self.kernel_out_blocks,
+        )  # (N, B_out, C), path blocks m-major
+        blocks = out.split([d_out for _, d_out in self.path_dims], dim=1)
+        return torch.cat([block.transpose(1, 2).reshape(slots.num_nodes, -1) for block in blocks], dim=1)
 
     def aggregate(
         self, sources: dict[int, torch.Tensor], sh: torch.Tensor, weights: list[torch.Tensor], slots: NeighbourSlots

@@ -84,11 +84,13 @@ def test_coefficients_exact_after_float32_round_trip():
     irreps_in, irreps_sh = o3.Irreps("2x0e+2x1o"), o3.Irreps.spherical_harmonics(2)
     irreps_mid, instructions = coupling_paths(irreps_in, irreps_sh, NATURAL, "uvu", weighted=True)
     module = ConvolutionProduct(irreps_in, irreps_sh, instructions, irreps_mid).to(torch.float64)
-    exact = {name: buffer.clone() for name, buffer in module.named_buffers()}
+    exact = {name: buffer.clone() for name, buffer in module.named_buffers() if buffer.is_floating_point()}
+    assert "kernel_coefficients" in exact
     module.to(torch.float32).to(torch.float64)
     for name, buffer in module.named_buffers():
-        assert buffer.dtype == torch.float64
-        assert torch.equal(buffer, exact[name]), name
+        if name in exact:
+            assert buffer.dtype == torch.float64
+            assert torch.equal(buffer, exact[name]), name
 
 
 def test_neighbour_slots_hold_every_edge_once():

@@ -1,14 +1,17 @@
-"""Radial MLPs per pair of reverse edges against per neighbour slot, side by side.
+"""Two ways of evaluating NequIP's and MACE's convolutions, side by side.
 
-NequIP and MACE evaluate their radial MLPs once per pair {i → j, j → i}
-(:func:`eqcalc.nn.neighbour_slots.reverse_pairs`); the per-slot path is the fallback for
-cells smaller than about 2 r_c, forced here by making the pairing find nothing. Each case
-times ``compute_properties`` (energy + forces, + stress on the periodic water box) on a
-prebuilt graph, the two variants alternating (A B A B …, ``--rounds`` each, ``--repeats``
-calls per round after warm-up), eager or through ``torch.compile`` (both variants compiled
-in the same process before timing). Ratio = per-slot ms / paired ms (> 1: pairs faster).
+--compare pairs: radial MLPs once per pair of reverse edges {i → j, j → i}
+(:func:`eqcalc.nn.neighbour_slots.reverse_pairs`) against once per neighbour slot, the
+fallback for cells smaller than about 2 r_c, forced here by making the pairing find nothing
+(both on the torch path). --compare kernel: the CPU kernel (:mod:`eqcalc.nn.kernels`, what
+:class:`~eqcalc.EquivariantCalculator` runs) against the torch tensor products (both paired).
 
-    python benchmarks/radial_pairs.py [--families nequip mace] [--modes eager compiled] [--threads 2]
+Each case times ``compute_properties`` (energy + forces, + stress on the periodic water box)
+on a prebuilt graph, the two variants alternating (A B A B …, ``--rounds`` each, ``--repeats``
+calls per round after warm-up), eager or through ``torch.compile`` (both variants compiled in
+the same process before timing). Ratio = baseline ms / new ms (> 1: the new way is faster).
+
+    python benchmarks/variants.py --compare kernel [--families nequip mace] [--modes eager compiled] [--threads 2]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from eqcalc.compilation import compile_model
 from eqcalc.data.graph import atoms_to_graph
 from eqcalc.data.structures import aspirin, water_box
 from eqcalc.models import build_model
+from eqcalc.nn import kernels
 from eqcalc.properties import compute_properties
 
 FAMILIES = {
@@ -37,17 +41,32 @@ SYSTEMS = {"aspirin (21)": aspirin, "water box (192)": water_box}
 CUTOFF = 5.0
 
 
-def per_slot():
-    """Context in which no edge list is paired (the fallback path)."""
-    return mock.patch("eqcalc.nn.neighbour_slots.reverse_pairs", lambda edge_index, edge_vectors: None)
+@contextlib.contextmanager
+def per_slot(model):
+    """No edge list is paired (the fallback path), on the torch path."""
+    model.set_inference_kernels(False)
+    with mock.patch("eqcalc.nn.neighbour_slots.reverse_pairs", lambda edge_index, edge_vectors: None):
+        yield
 
 
-def alternate(evaluate, rounds: int, repeats: int, warmup: int) -> dict[str, float]:
-    """Median ms of ``evaluate()`` paired and per slot, alternating rounds."""
-    times = {"paired": [], "per slot": []}
+@contextlib.contextmanager
+def kernel(model, enabled: bool):
+    model.set_inference_kernels(enabled)
+    yield
+
+
+COMPARISONS = {  # name: {variant: context(model)}, new variant first
+    "pairs": {"paired": lambda model: kernel(model, False), "per slot": per_slot},
+    "kernel": {"CPU kernel": lambda model: kernel(model, True), "torch": lambda model: kernel(model, False)},
+}
+
+
+def alternate(evaluate, variants, model, rounds: int, repeats: int, warmup: int) -> dict[str, float]:
+    """Median ms of ``evaluate()`` in each variant's context, alternating rounds."""
+    times = {name: [] for name in variants}
     for _ in range(rounds):
-        for name in times:
-            with per_slot() if name == "per slot" else contextlib.nullcontext():
+        for name, context in variants.items():
+            with context(model):
                 for _ in range(warmup):
                     evaluate()
                 for _ in range(repeats):
@@ -59,6 +78,7 @@ def alternate(evaluate, rounds: int, repeats: int, warmup: int) -> dict[str, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--compare", required=True, choices=list(COMPARISONS))
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     parser.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
@@ -68,6 +88,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    variants = COMPARISONS[args.compare]
+    new, baseline = variants
+    if args.compare == "kernel" and not kernels.available():
+        raise SystemExit("eqcalc's CPU kernels could not be built here (see the warning above).")
     rows = []
     for family in args.families:
         for dtype in args.dtypes:
@@ -83,15 +107,15 @@ def main() -> None:
                     def evaluate():
                         return compute_properties(energy_model, graph, forces=True, stress=stress)
 
-                    ms = alternate(evaluate, args.rounds, args.repeats, args.warmup)
-                    rows.append([family, dtype, mode, system, f"{ms['paired']:.1f}", f"{ms['per slot']:.1f}",
-                                 f"{ms['per slot'] / ms['paired']:.2f}"])
+                    ms = alternate(evaluate, variants, model, args.rounds, args.repeats, args.warmup)
+                    rows.append([family, dtype, mode, system, f"{ms[new]:.1f}", f"{ms[baseline]:.1f}",
+                                 f"{ms[baseline] / ms[new]:.2f}"])
                     print(" | ".join(rows[-1]), flush=True)
     print()
     print(header())
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; cutoff {CUTOFF} Å; {args.rounds} rounds × "
           f"{args.repeats} calls per variant after {args.warmup} warm-up calls per round, alternating")
-    columns = ["family", "dtype", "mode", "system", "paired ms", "per-slot ms", "per-slot / paired"]
+    columns = ["family", "dtype", "mode", "system", f"{new} ms", f"{baseline} ms", f"{baseline} / {new}"]
     print(markdown_table(columns, rows))
 
 

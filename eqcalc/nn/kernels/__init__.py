@@ -1,0 +1,155 @@
+"""Hand-written CPU kernels, built with the local C++ compiler on first use.
+
+:func:`uvu_convolution` is the channel-wise Clebsch–Gordan convolution of the NequIP and MACE
+families (:class:`~eqcalc.nn.tensor_product.ConvolutionProduct`) as one loop over each atom's
+neighbour slots, forward and backward (``convolution.cpp``): no per-slot tensors in memory,
+one operator call per layer instead of several per coupling path.
+
+The source is compiled by ``torch.utils.cpp_extension`` into torch's extension cache
+(``~/.cache/torch_extensions``, or ``$TORCH_EXTENSIONS_DIR``) the first time it is needed:
+about 15 s, once per machine (the build is tuned to the CPU it runs on, and named after it, so
+a home directory shared by different nodes keeps one build per CPU type). Without a working
+C++ compiler, or with ``EQCALC_KERNELS=0`` in the environment, :func:`available` is False and
+the models keep their pure-torch path.
+
+Inference only: the backward pass is not differentiable again, so training (a loss on
+forces) runs the torch path; a second derivative through the kernel raises an error.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("convolution.cpp")
+
+
+def _cpu_fingerprint() -> str:
+    """A short name for this CPU type: the build uses its instruction set (-march=native)."""
+    fields = {"machine": platform.machine()}
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key = line.split(":")[0].strip()
+                if key in ("model name", "flags"):
+                    fields.setdefault(key, line)
+    except OSError:
+        fields["processor"] = platform.processor()
+    return hashlib.sha1(repr(sorted(fields.items())).encode()).hexdigest()[:10]
+
+
+@functools.cache
+def available() -> bool:
+    """Whether the kernels are built and loaded: :func:`build` on the first call, its answer after."""
+    return build()
+
+
+def build() -> bool:
+    """Build the kernels (or load the cached build) and register their operators: False, with a
+    warning saying why, where that fails; False without trying under ``EQCALC_KERNELS=0``."""
+    if os.environ.get("EQCALC_KERNELS", "1") == "0":
+        return False
+    try:
+        from torch.utils.cpp_extension import load
+
+        _put_ninja_on_path()
+        load(
+            f"eqcalc_kernels_{_cpu_fingerprint()}",
+            [str(SOURCE)],
+            extra_cflags=["-O3", "-march=native", "-fopenmp-simd"],
+            is_python_module=False,
+        )
+    except Exception as error:  # no compiler, no ninja, a failed build: keep the torch path
+        warnings.warn(
+            f"eqcalc's CPU kernels could not be built ({type(error).__name__}: {str(error)[-500:]}); "
+            "using the slower pure-torch convolutions. Install a C++ compiler (g++) and ninja "
+            "(pip install ninja) to build them, or set EQCALC_KERNELS=0 to skip the attempt.",
+            stacklevel=2,
+        )
+        return False
+    _register_autograd_and_shapes()
+    return True
+
+
+def _put_ninja_on_path() -> None:
+    """torch's extension builder runs ``ninja`` from PATH: add the pip package's (a dependency of
+    eqcalc), which is not on PATH when the environment's python runs without activation."""
+    try:
+        import ninja
+    except ImportError:
+        return
+    if ninja.BIN_DIR not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
+
+
+def uvu_convolution(
+    x: torch.Tensor,
+    sh: torch.Tensor,
+    w: torch.Tensor,
+    neighbour: torch.Tensor,
+    row: torch.Tensor,
+    degree: torch.Tensor,
+    paths: torch.Tensor,
+    cg: torch.Tensor,
+    slots_of_pair: torch.Tensor,
+    out_blocks: int,
+) -> torch.Tensor:
+    """out[n, o_p + m, c] = Σ_s Σ_m1 K_p[n,s][m1, m] w[row[n·D+s], p, c] x[neighbour[n·D+s], i_p + m1, c],
+    K_p = Σ_m2 sh[n·D+s, h_p + m2] cg_p[m2, m1, m], summed over atom n's first degree[n] slots.
+
+    Args:
+        x: (N, B_in, C) neighbour features, input blocks stacked m-major.
+        sh: (N·D, H) spherical harmonics per slot.
+        w: (R, P, C) radial weights per row (pair or slot).
+        neighbour, row: (N·D,) int64 neighbour atom and weight row of each slot.
+        degree: (N,) int64 real slots of each atom (the rest of its D are padding).
+        paths: (P, 7) int64 per path (i_p, d1, h_p, d2, o_p, d, offset of cg_p in ``cg``).
+        cg: flat coefficients, cg_p laid out (d2, d1, d).
+        slots_of_pair: (R − 1, 2) int64 the two slots of each row when rows are pairs of reverse
+            slots (row R − 1: padding), or a (0, 2) tensor when rows are slots.
+        out_blocks: B_out = Σ_p d.
+
+    Returns:
+        (N, B_out, C), differentiable once in x, sh and w.
+    """
+    return torch.ops.eqcalc_kernels.uvu_convolution(x, sh, w, neighbour, row, degree, paths, cg, slots_of_pair, out_blocks)
+
+
+@functools.cache  # once per process
+def _register_autograd_and_shapes() -> None:
+    """Gradients (through the backward operator) and output shapes (for torch.compile) of the
+    operators that the C++ source defines."""
+    operators = torch.ops.eqcalc_kernels
+
+    @torch.library.register_fake("eqcalc_kernels::uvu_convolution")
+    def _(x, sh, w, neighbour, row, degree, paths, cg, slots_of_pair, out_blocks):
+        return x.new_empty((degree.shape[0], out_blocks, x.shape[2]))
+
+    @torch.library.register_fake("eqcalc_kernels::uvu_convolution_backward")
+    def _(grad, x, sh, w, neighbour, row, degree, paths, cg, slots_of_pair):
+        return [torch.empty_like(x), torch.empty_like(sh), torch.empty_like(w)]
+
+    def save_inputs(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:-1])  # all but out_blocks
+
+    def backward(ctx, grad):
+        grad_x, grad_sh, grad_w = operators.uvu_convolution_backward(grad, *ctx.saved_tensors)
+        return grad_x, grad_sh, grad_w, None, None, None, None, None, None, None
+
+    def no_second_derivative(ctx, *grads):
+        raise RuntimeError(
+            "eqcalc's CPU convolution kernel is differentiable once (energies, forces, stress), not twice: "
+            "training on forces needs the torch path. Train with the model itself (model.train()), or call "
+            "model.set_inference_kernels(False)."
+        )
+
+    torch.library.register_autograd("eqcalc_kernels::uvu_convolution", backward, setup_context=save_inputs)
+    torch.library.register_autograd(
+        "eqcalc_kernels::uvu_convolution_backward", no_second_derivative, setup_context=lambda ctx, inputs, output: None
+    )

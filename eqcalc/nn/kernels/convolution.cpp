@@ -1,0 +1,346 @@
+// Channel-wise ("uvu") Clebsch–Gordan convolution on the neighbour-slot table, forward and
+// backward as CPU loops: one pass over each atom's slots, nothing per slot kept for the forward.
+//
+//   out[n, o_p + m, c] = Σ_{s < degree[n]} Σ_{m1} K_p[n,s][m1, m] · w[row[n,s], p, c] · x[j(n,s), i_p + m1, c]
+//   K_p[n,s][m1, m]    = Σ_{m2} sh[n·D + s, h_p + m2] · cg[g_p + (m2·d1 + m1)·d + m]
+//
+// for every path p = (i_p, d1, h_p, d2, o_p, d, g_p): offsets and sizes of its input block, its
+// spherical-harmonic block and its output block, and the offset of its coefficients in cg.
+// Shapes: x (N, B_in, C), sh (N·D, H), w (R, P, C), out (N, B_out, C); slot n·D + s is atom n's
+// s-th neighbour j(n, s), and slots s ≥ degree[n] are padding (skipped).
+// eqcalc/nn/kernels/__init__.py registers the autograd and shape functions of these operators.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kMaxDim = 7;  // 2l + 1 for l ≤ 3
+
+// One coupling path, with its Clebsch–Gordan coefficients as a list of the nonzero ones.
+template <typename scalar_t>
+struct Path {
+    struct Coefficient {
+        int64_t m2, m1, m;
+        scalar_t value;
+    };
+    int64_t in_offset, d1, sh_offset, d2, out_offset, d;
+    std::vector<Coefficient> coefficients;
+    int64_t num_coupled[kMaxDim] = {};  // per m1: the m with a nonzero K[m1][m] ...
+    int64_t coupled[kMaxDim][kMaxDim];  // ... listed here
+};
+
+struct Slots {
+    const int64_t* neighbour;  // (S,) neighbour atom of each slot
+    const int64_t* row;        // (S,) row of w of each slot
+    const int64_t* degree;     // (N,) real slots of each atom
+    int64_t num_nodes, width;
+};
+
+template <typename scalar_t>
+std::vector<Path<scalar_t>> read_paths(const at::Tensor& paths, const at::Tensor& cg) {
+    auto table = paths.contiguous();
+    const int64_t* p = table.data_ptr<int64_t>();
+    const scalar_t* values = cg.data_ptr<scalar_t>();
+    std::vector<Path<scalar_t>> result(table.size(0));
+    for (auto& path : result) {
+        path.in_offset = p[0], path.d1 = p[1], path.sh_offset = p[2], path.d2 = p[3], path.out_offset = p[4];
+        path.d = p[5];
+        TORCH_CHECK(path.d1 <= kMaxDim && path.d2 <= kMaxDim && path.d <= kMaxDim && p[6] >= 0 &&
+                        p[6] + path.d2 * path.d1 * path.d <= cg.numel(),
+                    "path table entry out of range (l > 3, or past the end of cg)");
+        bool nonzero[kMaxDim][kMaxDim] = {};
+        for (int64_t m2 = 0; m2 < path.d2; ++m2)
+            for (int64_t m1 = 0; m1 < path.d1; ++m1)
+                for (int64_t m = 0; m < path.d; ++m) {
+                    const scalar_t value = values[p[6] + (m2 * path.d1 + m1) * path.d + m];
+                    if (value != 0) {
+                        path.coefficients.push_back({m2, m1, m, value});
+                        nonzero[m1][m] = true;
+                    }
+                }
+        for (int64_t m1 = 0; m1 < path.d1; ++m1)
+            for (int64_t m = 0; m < path.d; ++m)
+                if (nonzero[m1][m]) path.coupled[m1][path.num_coupled[m1]++] = m;
+        p += 7;
+    }
+    return result;
+}
+
+void check_inputs(const at::Tensor& x, const at::Tensor& sh, const at::Tensor& w, const at::Tensor& neighbour,
+                  const at::Tensor& row, const at::Tensor& degree, const at::Tensor& paths, const at::Tensor& cg,
+                  const at::Tensor& slots_of_pair) {
+    TORCH_CHECK(paths.dim() == 2 && paths.size(1) == 7 && paths.scalar_type() == at::kLong,
+                "paths must be an int64 (P, 7) table");
+    TORCH_CHECK(x.device().is_cpu(), "uvu_convolution runs on CPU tensors");
+    TORCH_CHECK(x.dim() == 3 && w.dim() == 3 && sh.dim() == 2, "x (N, B, C), w (R, P, C), sh (S, H) expected");
+    TORCH_CHECK(sh.scalar_type() == x.scalar_type() && w.scalar_type() == x.scalar_type() &&
+                    cg.scalar_type() == x.scalar_type(),
+                "x, sh, w and cg must share one dtype");
+    TORCH_CHECK(x.is_contiguous() && sh.is_contiguous() && w.is_contiguous() && cg.is_contiguous(),
+                "x, sh, w and cg must be contiguous");
+    TORCH_CHECK(neighbour.scalar_type() == at::kLong && row.scalar_type() == at::kLong &&
+                    degree.scalar_type() == at::kLong && neighbour.is_contiguous() && row.is_contiguous() &&
+                    degree.is_contiguous(),
+                "neighbour, row and degree must be contiguous int64");
+    TORCH_CHECK(w.size(2) == x.size(2) && w.size(1) == paths.size(0),
+                "w must be (rows, paths, channels of x)");
+    TORCH_CHECK(neighbour.numel() == sh.size(0) && row.numel() == sh.size(0), "one neighbour and row per slot");
+    TORCH_CHECK(degree.numel() > 0 && sh.size(0) % degree.numel() == 0, "slots must be N · width");
+    TORCH_CHECK(slots_of_pair.numel() == 0 ||
+                    (slots_of_pair.dim() == 2 && slots_of_pair.size(1) == 2 &&
+                     slots_of_pair.scalar_type() == at::kLong && slots_of_pair.is_contiguous() &&
+                     slots_of_pair.size(0) == w.size(0) - 1),
+                "slots_of_pair must be a contiguous int64 (R - 1, 2) table, or empty (rows = slots)");
+    TORCH_CHECK(slots_of_pair.numel() > 0 || w.size(0) == sh.size(0), "without pairs, w needs one row per slot");
+}
+
+Slots read_slots(const at::Tensor& neighbour, const at::Tensor& row, const at::Tensor& degree) {
+    return {neighbour.data_ptr<int64_t>(), row.data_ptr<int64_t>(), degree.data_ptr<int64_t>(), degree.numel(),
+            neighbour.numel() / degree.numel()};
+}
+
+// One call's inputs, and the work of one slot in the forward and backward passes.
+// kChannels: C at compile time (fully unrolled channel loops), 0: C = channels at run time.
+template <typename scalar_t, int64_t kChannels>
+struct Convolution {
+    const scalar_t* x;   // (N, B_in, C)
+    const scalar_t* sh;  // (S, H)
+    const scalar_t* w;   // (R, P, C)
+    Slots slots;
+    const std::vector<Path<scalar_t>>& paths;
+    int64_t B_in, H, channels, B_out;
+
+    int64_t num_channels() const { return kChannels > 0 ? kChannels : channels; }
+
+    int64_t num_paths() const { return static_cast<int64_t>(paths.size()); }
+
+    // K[m1][m] = Σ_m2 sh[slot, h_p + m2] · cg_p[m2, m1, m], at the coupled (m1, m)
+    static void coupling(const scalar_t* y, const Path<scalar_t>& path, scalar_t K[kMaxDim][kMaxDim]) {
+        for (int64_t m1 = 0; m1 < path.d1; ++m1)
+            for (int64_t i = 0; i < path.num_coupled[m1]; ++i) K[m1][path.coupled[m1][i]] = 0;
+        for (const auto& c : path.coefficients) K[c.m1][c.m] += y[c.m2] * c.value;
+    }
+
+    const scalar_t* weights(int64_t slot, int64_t p) const { const int64_t C = num_channels(); return w + (slots.row[slot] * num_paths() + p) * C; }
+    const scalar_t* neighbour_features(int64_t slot) const { const int64_t C = num_channels(); return x + slots.neighbour[slot] * B_in * C; }
+
+    // h[c] = Σ_m K[m1][m] g[o_p + m, c]: the output gradient taken back through the coupling
+    void back_project(const scalar_t K[kMaxDim][kMaxDim], int64_t m1, const Path<scalar_t>& path, const scalar_t* g,
+                      scalar_t* __restrict__ h) const {
+        const int64_t C = num_channels();
+        std::fill(h, h + C, scalar_t(0));
+        for (int64_t i = 0; i < path.num_coupled[m1]; ++i) {
+            const int64_t m = path.coupled[m1][i];
+            const scalar_t k = K[m1][m];
+            const scalar_t* __restrict__ gv = g + (path.out_offset + m) * C;
+            for (int64_t c = 0; c < C; ++c) h[c] += k * gv[c];
+        }
+    }
+
+    // acc (B_out, C) += the slot's message; scratch: C entries
+    void add_message(int64_t slot, scalar_t* acc, scalar_t* __restrict__ scratch) const {
+        const int64_t C = num_channels();
+        scalar_t K[kMaxDim][kMaxDim];
+        const scalar_t* x_j = neighbour_features(slot);
+        for (int64_t p = 0; p < num_paths(); ++p) {
+            const Path<scalar_t>& path = paths[p];
+            coupling(sh + slot * H + path.sh_offset, path, K);
+            const scalar_t* __restrict__ wv = weights(slot, p);
+            for (int64_t m1 = 0; m1 < path.d1; ++m1) {
+                const scalar_t* __restrict__ xv = x_j + (path.in_offset + m1) * C;
+                for (int64_t c = 0; c < C; ++c) scratch[c] = wv[c] * xv[c];
+                for (int64_t i = 0; i < path.num_coupled[m1]; ++i) {
+                    const int64_t m = path.coupled[m1][i];
+                    const scalar_t k = K[m1][m];
+                    scalar_t* __restrict__ a = acc + (path.out_offset + m) * C;
+                    for (int64_t c = 0; c < C; ++c) a[c] += k * scratch[c];
+                }
+            }
+        }
+    }
+
+    // For the output gradient g (B_out, C) of the slot's centre atom: grad_w_row (P, C) += ∂/∂w of the
+    // slot's weight row, grad_sh_row (H) += ∂/∂sh of the slot; scratch: 2 C entries
+    void add_weight_and_sh_gradient(int64_t slot, const scalar_t* g, scalar_t* grad_w_row, scalar_t* grad_sh_row,
+                                    scalar_t* __restrict__ scratch) const {
+        const int64_t C = num_channels();
+        scalar_t K[kMaxDim][kMaxDim], grad_K[kMaxDim][kMaxDim];
+        scalar_t* __restrict__ h = scratch;
+        scalar_t* __restrict__ wx = scratch + C;
+        const scalar_t* x_j = neighbour_features(slot);
+        for (int64_t p = 0; p < num_paths(); ++p) {
+            const Path<scalar_t>& path = paths[p];
+            coupling(sh + slot * H + path.sh_offset, path, K);
+            const scalar_t* __restrict__ wv = weights(slot, p);
+            scalar_t* __restrict__ gw = grad_w_row + p * C;
+            for (int64_t m1 = 0; m1 < path.d1; ++m1) {
+                const scalar_t* __restrict__ xv = x_j + (path.in_offset + m1) * C;
+                back_project(K, m1, path, g, h);
+                for (int64_t c = 0; c < C; ++c) {
+                    gw[c] += xv[c] * h[c];
+                    wx[c] = wv[c] * xv[c];
+                }
+                for (int64_t i = 0; i < path.num_coupled[m1]; ++i) {
+                    const int64_t m = path.coupled[m1][i];
+                    const scalar_t* __restrict__ gv = g + (path.out_offset + m) * C;
+                    scalar_t dot = 0;
+#pragma omp simd reduction(+ : dot)
+                    for (int64_t c = 0; c < C; ++c) dot += wx[c] * gv[c];
+                    grad_K[m1][m] = dot;
+                }
+            }
+            for (const auto& c : path.coefficients) grad_sh_row[path.sh_offset + c.m2] += c.value * grad_K[c.m1][c.m];
+        }
+    }
+
+    // grad_x_row (B_in, C) += ∂/∂x of the slot's neighbour, for the output gradient g of its centre;
+    // scratch: C entries
+    void add_feature_gradient(int64_t slot, const scalar_t* g, scalar_t* grad_x_row,
+                              scalar_t* __restrict__ scratch) const {
+        const int64_t C = num_channels();
+        scalar_t K[kMaxDim][kMaxDim];
+        for (int64_t p = 0; p < num_paths(); ++p) {
+            const Path<scalar_t>& path = paths[p];
+            coupling(sh + slot * H + path.sh_offset, path, K);
+            const scalar_t* __restrict__ wv = weights(slot, p);
+            for (int64_t m1 = 0; m1 < path.d1; ++m1) {
+                back_project(K, m1, path, g, scratch);
+                scalar_t* __restrict__ gx = grad_x_row + (path.in_offset + m1) * C;
+                for (int64_t c = 0; c < C; ++c) gx[c] += wv[c] * scratch[c];
+            }
+        }
+    }
+};
+
+template <typename scalar_t, int64_t kChannels>
+void forward_kernel(const Convolution<scalar_t, kChannels>& conv, scalar_t* out) {
+    const Slots& slots = conv.slots;
+    at::parallel_for(0, slots.num_nodes, 1, [&](int64_t begin, int64_t end) {
+        std::vector<scalar_t> scratch(conv.num_channels());
+        for (int64_t n = begin; n < end; ++n)
+            for (int64_t slot = n * slots.width; slot < n * slots.width + slots.degree[n]; ++slot)
+                conv.add_message(slot, out + n * conv.B_out * conv.num_channels(), scratch.data());
+    });
+}
+
+// grad_w (R, P, C), grad_x (N, B_in, C), grad_sh (S, H), all zero on entry. With pair_slots (R − 1, 2), the
+// rows of w are pairs of reverse slots (row R − 1: padding): a pair's weight gradient sums its two slots,
+// and an atom's feature gradient comes from the reverse slots of its own slots, both in parallel without
+// conflicts. Without (nullptr), the rows are the slots themselves and the feature gradients are summed
+// onto the neighbours in one thread.
+template <typename scalar_t, int64_t kChannels>
+void backward_kernel(const Convolution<scalar_t, kChannels>& conv, const scalar_t* g, const int64_t* pair_slots,
+                     int64_t num_pairs, scalar_t* grad_w, scalar_t* grad_x, scalar_t* grad_sh) {
+    const Slots& slots = conv.slots;
+    const int64_t C = conv.num_channels(), w_row = conv.num_paths() * C, x_row = conv.B_in * C, g_row = conv.B_out * C;
+    auto centre = [&](int64_t slot) { return slot / slots.width; };
+    if (pair_slots != nullptr) {
+        at::parallel_for(0, num_pairs, 16, [&](int64_t begin, int64_t end) {
+            std::vector<scalar_t> scratch(2 * C);
+            for (int64_t r = begin; r < end; ++r)
+                for (int64_t slot : {pair_slots[2 * r], pair_slots[2 * r + 1]})
+                    conv.add_weight_and_sh_gradient(slot, g + centre(slot) * g_row, grad_w + r * w_row,
+                                                    grad_sh + slot * conv.H, scratch.data());
+        });
+        at::parallel_for(0, slots.num_nodes, 1, [&](int64_t begin, int64_t end) {
+            std::vector<scalar_t> scratch(C);
+            for (int64_t j = begin; j < end; ++j)
+                for (int64_t slot = j * slots.width; slot < j * slots.width + slots.degree[j]; ++slot) {
+                    const int64_t* pair = pair_slots + 2 * slots.row[slot];
+                    const int64_t reverse = pair[0] == slot ? pair[1] : pair[0];  // neighbour → j
+                    conv.add_feature_gradient(reverse, g + slots.neighbour[slot] * g_row, grad_x + j * x_row,
+                                              scratch.data());
+                }
+        });
+    } else {
+        at::parallel_for(0, slots.num_nodes, 1, [&](int64_t begin, int64_t end) {
+            std::vector<scalar_t> scratch(2 * C);
+            for (int64_t n = begin; n < end; ++n)
+                for (int64_t slot = n * slots.width; slot < n * slots.width + slots.degree[n]; ++slot)
+                    conv.add_weight_and_sh_gradient(slot, g + n * g_row, grad_w + slots.row[slot] * w_row,
+                                                    grad_sh + slot * conv.H, scratch.data());
+        });
+        std::vector<scalar_t> scratch(C);
+        for (int64_t n = 0; n < slots.num_nodes; ++n)
+            for (int64_t slot = n * slots.width; slot < n * slots.width + slots.degree[n]; ++slot)
+                conv.add_feature_gradient(slot, g + n * g_row, grad_x + slots.neighbour[slot] * x_row, scratch.data());
+    }
+}
+
+// f(std::integral_constant<int64_t, C>) for the common channel counts, f(…<int64_t, 0>) for others.
+template <typename F>
+void with_channels(int64_t C, F&& f) {
+    switch (C) {
+        case 8: f(std::integral_constant<int64_t, 8>{}); break;
+        case 16: f(std::integral_constant<int64_t, 16>{}); break;
+        case 32: f(std::integral_constant<int64_t, 32>{}); break;
+        case 64: f(std::integral_constant<int64_t, 64>{}); break;
+        case 128: f(std::integral_constant<int64_t, 128>{}); break;
+        default: f(std::integral_constant<int64_t, 0>{});
+    }
+}
+
+}  // namespace
+
+at::Tensor uvu_convolution(const at::Tensor& x, const at::Tensor& sh, const at::Tensor& w,
+                           const at::Tensor& neighbour, const at::Tensor& row, const at::Tensor& degree,
+                           const at::Tensor& paths, const at::Tensor& cg, const at::Tensor& slots_of_pair,
+                           int64_t out_blocks) {
+    check_inputs(x, sh, w, neighbour, row, degree, paths, cg, slots_of_pair);
+    auto out = at::zeros({degree.numel(), out_blocks, x.size(2)}, x.options());
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "uvu_convolution", [&] {
+        const auto path_list = read_paths<scalar_t>(paths, cg);
+        with_channels(x.size(2), [&](auto channels) {
+            const Convolution<scalar_t, decltype(channels)::value> conv{
+                x.data_ptr<scalar_t>(), sh.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                read_slots(neighbour, row, degree), path_list, x.size(1), sh.size(1), x.size(2), out_blocks};
+            forward_kernel(conv, out.data_ptr<scalar_t>());
+        });
+    });
+    return out;
+}
+
+// Gradients of uvu_convolution for the output gradient g (N, B_out, C): [grad_x, grad_sh, grad_w].
+std::vector<at::Tensor> uvu_convolution_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& sh,
+                                                 const at::Tensor& w, const at::Tensor& neighbour,
+                                                 const at::Tensor& row, const at::Tensor& degree,
+                                                 const at::Tensor& paths, const at::Tensor& cg,
+                                                 const at::Tensor& slots_of_pair) {
+    check_inputs(x, sh, w, neighbour, row, degree, paths, cg, slots_of_pair);
+    TORCH_CHECK(g.dim() == 3 && g.size(0) == degree.numel() && g.size(2) == x.size(2) &&
+                    g.scalar_type() == x.scalar_type(),
+                "g must be (N, B_out, C) in the dtype of x");
+    auto gc = g.contiguous();
+    auto grad_x = at::zeros_like(x), grad_sh = at::zeros_like(sh), grad_w = at::zeros_like(w);
+    const bool paired = slots_of_pair.numel() > 0;
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "uvu_convolution_backward", [&] {
+        const auto path_list = read_paths<scalar_t>(paths, cg);
+        with_channels(x.size(2), [&](auto channels) {
+            const Convolution<scalar_t, decltype(channels)::value> conv{
+                x.data_ptr<scalar_t>(), sh.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+                read_slots(neighbour, row, degree), path_list, x.size(1), sh.size(1), x.size(2), gc.size(1)};
+            backward_kernel(conv, gc.data_ptr<scalar_t>(), paired ? slots_of_pair.data_ptr<int64_t>() : nullptr,
+                            slots_of_pair.size(0), grad_w.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(),
+                            grad_sh.data_ptr<scalar_t>());
+        });
+    });
+    return {grad_x, grad_sh, grad_w};
+}
+
+TORCH_LIBRARY(eqcalc_kernels, m) {
+    m.def("uvu_convolution(Tensor x, Tensor sh, Tensor w, Tensor neighbour, Tensor row, Tensor degree, "
+          "Tensor paths, Tensor cg, Tensor slots_of_pair, int out_blocks) -> Tensor");
+    m.def("uvu_convolution_backward(Tensor g, Tensor x, Tensor sh, Tensor w, Tensor neighbour, Tensor row, "
+          "Tensor degree, Tensor paths, Tensor cg, Tensor slots_of_pair) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(eqcalc_kernels, CPU, m) {
+    m.impl("uvu_convolution", &uvu_convolution);
+    m.impl("uvu_convolution_backward", &uvu_convolution_backward);
+}

@@ -1,0 +1,131 @@
+"""The CPU convolution kernel (eqcalc.nn.kernels) of NequIP and MACE.
+
+It must give the torch path's energies, forces, stress and parameter gradients (float64, 1e-12)
+on paired (molecule, large cell) and unpaired (cell smaller than the cutoff) neighbour lists,
+for channel counts compiled in (16) and read at run time (12), with l up to 2; forces and stress
+must match finite differences and be equivariant; a second derivative must raise a clear
+error; and a failed build must leave the torch path working.
+"""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+
+import eqcalc
+from eqcalc import EquivariantCalculator
+from eqcalc.data.graph import atoms_to_graph
+from eqcalc.data.structures import water_box
+from eqcalc.nn import kernels
+from eqcalc.properties import compute_properties
+from eqcalc.testing.physics import force_fd_error, randomize_energy_offsets, stress_fd_error, symmetry_errors
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="eqcalc's CPU kernels could not be built here")
+
+CUTOFF = 4.0
+SIZES = {"nequip": {"num_features": 12, "lmax": 2, "num_layers": 2}, "mace": {"num_channels": 16, "max_L": 2}}
+
+
+def small_model(family):
+    torch.manual_seed(0)
+    model = eqcalc.build_model(family, species=[1, 6, 8, 29], cutoff=CUTOFF, avg_num_neighbors=8.0, **SIZES[family])
+    return randomize_energy_offsets(model).double()
+
+
+def structures(triclinic_cu):
+    return {"ethanol": molecule("CH3CH2OH"), "water box": water_box(seed=2), "small cell": triclinic_cu}
+
+
+def properties(model, atoms, kernel: bool):
+    assert model.set_inference_kernels(kernel) == kernel
+    graph = atoms_to_graph(atoms, CUTOFF)
+    return compute_properties(model, graph, forces=True, stress=bool(atoms.pbc.any()))
+
+
+@pytest.mark.parametrize("family", ["nequip", "mace"])
+def test_kernel_equals_torch_path(family, triclinic_cu):
+    model = small_model(family).eval()
+    for name, atoms in structures(triclinic_cu).items():
+        reference, fused = properties(model, atoms, False), properties(model, atoms, True)
+        for key, value in reference.items():
+            scale = float(value.detach().abs().max())
+            error = float((fused[key] - value).detach().abs().max())
+            assert error <= 1e-12 * max(scale, 1e-3), (name, key, error, scale)
+
+
+@pytest.mark.parametrize("family", ["nequip", "mace"])
+def test_kernel_parameter_gradients_equal_torch_path(family, triclinic_cu):
+    """The kernel's backward also gives the gradients of its weights (radial MLP) and neighbour
+    features (linear_in and everything before): an energy loss's parameter gradients."""
+    model = small_model(family)
+    for name, atoms in structures(triclinic_cu).items():
+        gradients = []
+        for kernel in (False, True):
+            model.zero_grad()
+            model.set_inference_kernels(kernel)
+            energy = compute_properties(model, atoms_to_graph(atoms, CUTOFF), forces=False)["energy"]
+            energy.sum().backward()
+            gradients.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        assert gradients[0].keys() == gradients[1].keys()
+        for key, reference in gradients[0].items():
+            scale = max(float(reference.abs().max()), 1e-6)
+            assert float((gradients[1][key] - reference).abs().max()) <= 1e-12 * scale, (name, key)
+
+
+@pytest.mark.parametrize("family", ["nequip", "mace"])
+def test_kernel_forces_and_stress_are_gradients_and_equivariant(family, triclinic_cu):
+    model = small_model(family).eval()
+    assert model.set_inference_kernels(True)
+    assert force_fd_error(model, molecule("CH3CH2OH")) < 1e-6  # paired (central differences, δ = 1e-5 Å: ~1e-8 round-off)
+    assert force_fd_error(model, triclinic_cu) < 1e-6  # unpaired: own images
+    assert stress_fd_error(model, water_box(seed=4)) < 1e-6
+    assert stress_fd_error(model, triclinic_cu) < 1e-6
+    errors = symmetry_errors(model, molecule("CH3CH2OH"), num_transforms=3)
+    assert max(errors.values()) < 1e-10, errors
+
+
+def test_second_derivative_raises_a_clear_error():
+    model = small_model("nequip").train()
+    model.set_inference_kernels(True)
+    out = compute_properties(model, atoms_to_graph(molecule("CH3CH2OH"), CUTOFF), forces=True, training=True)
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        (out["forces"] ** 2).sum().backward()
+
+
+def test_calculator_uses_the_kernel_on_its_copy_only():
+    model = small_model("mace").eval()
+    assert EquivariantCalculator(model).kernels_in_use
+    assert not EquivariantCalculator(model, kernels=False).kernels_in_use
+    assert not any(getattr(m, "use_kernel", False) for m in model.modules())  # the user's model is untouched
+    assert not eqcalc.build_model("schnet", species=[1, 8], cutoff=CUTOFF).set_inference_kernels(True)
+
+
+def test_failed_build_warns_and_keeps_the_torch_path(monkeypatch):
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension: c++: not found")
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+    with pytest.warns(UserWarning, match="could not be built.*c\\+\\+: not found.*EQCALC_KERNELS=0"):
+        assert not kernels.build()
+    monkeypatch.setenv("EQCALC_KERNELS", "0")
+    assert not kernels.build()  # switched off: no attempt, no warning
+
+    monkeypatch.setattr(kernels, "available", lambda: False)
+    model = small_model("nequip").eval()
+    calc = EquivariantCalculator(model)
+    assert not calc.kernels_in_use
+    atoms = molecule("CH3CH2OH")
+    atoms.calc = calc
+    reference = properties(model, atoms, False)["forces"].detach().numpy()
+    np.testing.assert_allclose(atoms.get_forces(), reference, rtol=0, atol=1e-12)
+
+
+def test_kernel_rejects_mismatched_inputs():
+    x = torch.zeros(2, 1, 4, dtype=torch.float64)
+    sh = torch.zeros(2, 1, dtype=torch.float32)  # another dtype
+    index = torch.zeros(2, dtype=torch.int64)
+    paths = torch.tensor([[0, 1, 0, 1, 0, 1, 0]])
+    with pytest.raises(RuntimeError, match="share one dtype"):
+        kernels.uvu_convolution(x, sh, torch.zeros(2, 1, 4, dtype=torch.float64), index, index,
+                                torch.ones(2, dtype=torch.int64), paths, torch.ones(1, dtype=torch.float64),
+                                torch.zeros(0, 2, dtype=torch.int64), 1)  # fmt: skip
