@@ -145,9 +145,8 @@ class ConvolutionProduct(ExactCoefficients):
         stacked = torch.cat([sources[i1] for i1 in self.used_in1], dim=1)  # (N, B_in, C)
         if slots.paired:
             row, slots_of_pair = slots.pair_of_slot, slots.slots_of_pair
-        else:
-            row = torch.arange(sh.shape[0], device=sh.device)
-            slots_of_pair = row.new_empty((0, 2))
+        else:  # the rows of the weights are the slots
+            row, slots_of_pair = slots.neighbour_of_slot.new_empty(0), slots.neighbour_of_slot.new_empty((0, 2))
         out = kernels.uvu_convolution(
             stacked, sh.contiguous(), weights.reshape(weights.shape[0], self.num_paths, self.channels),
             slots.neighbour_of_slot, row, slots.num_neighbours, self.kernel_paths, self.kernel_coefficients,

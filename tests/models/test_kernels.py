@@ -2,9 +2,9 @@
 
 It must give the torch path's energies, forces, stress and parameter gradients (float64, 1e-12)
 on paired (molecule, large cell) and unpaired (cell smaller than the cutoff) neighbour lists,
-for channel counts compiled in (16) and read at run time (12), with l up to 2; forces and stress
-must match finite differences and be equivariant; a second derivative must raise a clear
-error; and a failed build must leave the torch path working.
+for channel counts compiled in (8, 16) and read at run time (12), with l up to 3; forces and stress
+must match finite differences and be equivariant; bad index tables and a second derivative must
+raise clear errors; and a failed build must leave the torch path working.
 """
 
 import numpy as np
@@ -23,12 +23,17 @@ from eqcalc.testing.physics import force_fd_error, randomize_energy_offsets, str
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="eqcalc's CPU kernels could not be built here")
 
 CUTOFF = 4.0
-SIZES = {"nequip": {"num_features": 12, "lmax": 2, "num_layers": 2}, "mace": {"num_channels": 16, "max_L": 2}}
+MODELS = {  # l of the features (and of the edge spherical harmonics), channels
+    "nequip": ("nequip", {"num_features": 12, "lmax": 2, "num_layers": 2}),
+    "mace": ("mace", {"num_channels": 16, "max_L": 2, "lmax": 2}),
+    "mace-l3": ("mace", {"num_channels": 8, "max_L": 1, "lmax": 3, "correlation": 2}),
+}
 
 
-def small_model(family):
+def small_model(name):
+    family, sizes = MODELS[name]
     torch.manual_seed(0)
-    model = eqcalc.build_model(family, species=[1, 6, 8, 29], cutoff=CUTOFF, avg_num_neighbors=8.0, **SIZES[family])
+    model = eqcalc.build_model(family, species=[1, 6, 8, 29], cutoff=CUTOFF, avg_num_neighbors=8.0, **sizes)
     return randomize_energy_offsets(model).double()
 
 
@@ -42,7 +47,7 @@ def properties(model, atoms, kernel: bool):
     return compute_properties(model, graph, forces=True, stress=bool(atoms.pbc.any()))
 
 
-@pytest.mark.parametrize("family", ["nequip", "mace"])
+@pytest.mark.parametrize("family", list(MODELS))
 def test_kernel_equals_torch_path(family, triclinic_cu):
     model = small_model(family).eval()
     for name, atoms in structures(triclinic_cu).items():
@@ -53,7 +58,7 @@ def test_kernel_equals_torch_path(family, triclinic_cu):
             assert error <= 1e-12 * max(scale, 1e-3), (name, key, error, scale)
 
 
-@pytest.mark.parametrize("family", ["nequip", "mace"])
+@pytest.mark.parametrize("family", list(MODELS))
 def test_kernel_parameter_gradients_equal_torch_path(family, triclinic_cu):
     """The kernel's backward also gives the gradients of its weights (radial MLP) and neighbour
     features (linear_in and everything before): an energy loss's parameter gradients."""
@@ -120,12 +125,44 @@ def test_failed_build_warns_and_keeps_the_torch_path(monkeypatch):
     np.testing.assert_allclose(atoms.get_forces(), reference, rtol=0, atol=1e-12)
 
 
-def test_kernel_rejects_mismatched_inputs():
-    x = torch.zeros(2, 1, 4, dtype=torch.float64)
-    sh = torch.zeros(2, 1, dtype=torch.float32)  # another dtype
-    index = torch.zeros(2, dtype=torch.int64)
-    paths = torch.tensor([[0, 1, 0, 1, 0, 1, 0]])
-    with pytest.raises(RuntimeError, match="share one dtype"):
-        kernels.uvu_convolution(x, sh, torch.zeros(2, 1, 4, dtype=torch.float64), index, index,
-                                torch.ones(2, dtype=torch.int64), paths, torch.ones(1, dtype=torch.float64),
-                                torch.zeros(0, 2, dtype=torch.int64), 1)  # fmt: skip
+def kernel_inputs(model, atoms):
+    """The arguments of the first convolution's kernel call for ``atoms``."""
+    from eqcalc.nn.irreps import EquivariantConvolution
+    from eqcalc.nn.neighbour_slots import NeighbourSlots
+    from eqcalc.testing.physics import model_inputs
+
+    species, edge_index, vectors = model_inputs(model, atoms)
+    slots = NeighbourSlots.from_edges(edge_index, len(species), vectors)
+    radial, sh = model.edge_embedding(vectors, slots)
+    convolution = next(m for m in model.modules() if isinstance(m, EquivariantConvolution))
+    product = convolution.tensor_product
+    sources = product.sources(convolution.linear_in(model.embedding(species)))
+    weights = torch.nn.functional.linear(convolution.radial_hidden(radial), convolution.radial[-1].weight)
+    return dict(
+        x=torch.cat([sources[i1] for i1 in product.used_in1], dim=1), sh=sh,
+        w=weights.reshape(weights.shape[0], product.num_paths, product.channels), neighbour=slots.neighbour_of_slot,
+        row=slots.pair_of_slot, degree=slots.num_neighbours, paths=product.kernel_paths,
+        cg=product.kernel_coefficients, slots_of_pair=slots.slots_of_pair, out_blocks=product.kernel_out_blocks,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: a["neighbour"].__setitem__(0, 10**6), "outside the .* atoms of x"),
+        (lambda a: a["degree"].__setitem__(0, a["sh"].shape[0]), "degree .* outside"),
+        (lambda a: a["row"].__setitem__(0, 10**6), "is not a pair"),
+        (lambda a: a["slots_of_pair"].__setitem__((0, 1), a["slots_of_pair"][1, 1].item()), "not a real slot|does not list"),
+        (lambda a: a["paths"].__setitem__((0, 0), 10**3), "path table entry outside"),
+        (lambda a: a.__setitem__("sh", a["sh"].float()), "share one dtype"),
+    ],
+    ids=["neighbour", "degree", "row", "pair", "path", "dtype"],
+)
+def test_kernel_rejects_bad_inputs(change, message):
+    """Bad tables raise an error that names them, instead of reading or writing out of bounds."""
+    model = small_model("nequip").eval()
+    arguments = {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in kernel_inputs(model, molecule("CH3CH2OH")).items()}
+    kernels.uvu_convolution(**arguments)  # valid as built
+    change(arguments)
+    with pytest.raises(RuntimeError, match=message):
+        kernels.uvu_convolution(**arguments)

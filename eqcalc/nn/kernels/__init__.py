@@ -3,11 +3,12 @@
 :func:`uvu_convolution` is the channel-wise Clebsch–Gordan convolution of the NequIP and MACE
 families (:class:`~eqcalc.nn.tensor_product.ConvolutionProduct`) as one loop over each atom's
 neighbour slots, forward and backward (``convolution.cpp``): no per-slot tensors in memory,
-one operator call per layer instead of several per coupling path.
+one operator call per layer instead of several per coupling path. (The per-edge inputs, spherical
+harmonics and radial weights, are still tensors.)
 
 The source is compiled by ``torch.utils.cpp_extension`` into torch's extension cache
 (``~/.cache/torch_extensions``, or ``$TORCH_EXTENSIONS_DIR``) the first time it is needed:
-about 15 s, once per machine (the build is tuned to the CPU it runs on, and named after it, so
+about 15 s, once per CPU type (the build is tuned to the CPU it runs on, and named after it, so
 a home directory shared by different nodes keeps one build per CPU type). Without a working
 C++ compiler, or with ``EQCALC_KERNELS=0`` in the environment, :func:`available` is False and
 the models keep their pure-torch path.
@@ -22,22 +23,27 @@ import functools
 import hashlib
 import os
 import platform
+import sys
 import warnings
 from pathlib import Path
 
 import torch
 
 SOURCE = Path(__file__).with_name("convolution.cpp")
+# at::parallel_for runs the atoms on torch's OpenMP threads only when the source is built with OpenMP
+# (libgomp: the one torch's own wheel loads); elsewhere the loops run on one thread
+OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
 
 
 def _cpu_fingerprint() -> str:
-    """A short name for this CPU type: the build uses its instruction set (-march=native)."""
+    """A short name for this CPU type (x86 model and flags, ARM implementer, part and features):
+    the build uses its instruction set (-march=native)."""
     fields = {"machine": platform.machine()}
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
                 key = line.split(":")[0].strip()
-                if key in ("model name", "flags"):
+                if key in ("model name", "flags", "Features", "CPU implementer", "CPU part", "CPU variant"):
                     fields.setdefault(key, line)
     except OSError:
         fields["processor"] = platform.processor()
@@ -62,7 +68,8 @@ def build() -> bool:
         load(
             f"eqcalc_kernels_{_cpu_fingerprint()}",
             [str(SOURCE)],
-            extra_cflags=["-O3", "-march=native", "-fopenmp-simd"],
+            extra_cflags=["-O3", "-march=native", *OPENMP],
+            extra_ldflags=OPENMP,
             is_python_module=False,
         )
     except Exception as error:  # no compiler, no ninja, a failed build: keep the torch path
@@ -107,12 +114,15 @@ def uvu_convolution(
         x: (N, B_in, C) neighbour features, input blocks stacked m-major.
         sh: (N·D, H) spherical harmonics per slot.
         w: (R, P, C) radial weights per row (pair or slot).
-        neighbour, row: (N·D,) int64 neighbour atom and weight row of each slot.
+        neighbour: (N·D,) int64 neighbour atom of each slot.
+        row: (N·D,) int64 the pair (row of w) of each slot when rows are pairs; not read otherwise.
         degree: (N,) int64 real slots of each atom (the rest of its D are padding).
         paths: (P, 7) int64 per path (i_p, d1, h_p, d2, o_p, d, offset of cg_p in ``cg``).
         cg: flat coefficients, cg_p laid out (d2, d1, d).
         slots_of_pair: (R − 1, 2) int64 the two slots of each row when rows are pairs of reverse
-            slots (row R − 1: padding), or a (0, 2) tensor when rows are slots.
+            slots (row R − 1: padding), or a (0, 2) tensor when the rows of w are the slots.
+
+    Every index is checked (a bad table raises a RuntimeError naming it).
         out_blocks: B_out = Σ_p d.
 
     Returns:
@@ -145,8 +155,8 @@ def _register_autograd_and_shapes() -> None:
     def no_second_derivative(ctx, *grads):
         raise RuntimeError(
             "eqcalc's CPU convolution kernel is differentiable once (energies, forces, stress), not twice: "
-            "training on forces needs the torch path. Train with the model itself (model.train()), or call "
-            "model.set_inference_kernels(False)."
+            "training on forces needs the torch path: call model.set_inference_kernels(False) (models train on "
+            "the torch path unless this was switched on)."
         )
 
     torch.library.register_autograd("eqcalc_kernels::uvu_convolution", backward, setup_context=save_inputs)

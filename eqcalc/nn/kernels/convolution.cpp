@@ -6,8 +6,10 @@
 //
 // for every path p = (i_p, d1, h_p, d2, o_p, d, g_p): offsets and sizes of its input block, its
 // spherical-harmonic block and its output block, and the offset of its coefficients in cg.
-// Shapes: x (N, B_in, C), sh (N·D, H), w (R, P, C), out (N, B_out, C); slot n·D + s is atom n's
-// s-th neighbour j(n, s), and slots s ≥ degree[n] are padding (skipped).
+// Shapes: x (N_x, B_in, C), sh (N·D, H), w (R, P, C), out (N, B_out, C); slot n·D + s is atom n's
+// s-th neighbour j(n, s), and slots s ≥ degree[n] are padding (skipped). With slots_of_pair (R − 1, 2),
+// the rows of w are pairs of reverse slots (row[n·D + s] the pair of a slot, row R − 1 padding);
+// without (an empty tensor), row is not read and the rows of w are the slots.
 // eqcalc/nn/kernels/__init__.py registers the autograd and shape functions of these operators.
 
 #include <ATen/ATen.h>
@@ -37,13 +39,17 @@ struct Path {
 
 struct Slots {
     const int64_t* neighbour;  // (S,) neighbour atom of each slot
-    const int64_t* row;        // (S,) row of w of each slot
+    const int64_t* row;        // (S,) row of w of each slot; nullptr: row = slot (unpaired)
     const int64_t* degree;     // (N,) real slots of each atom
     int64_t num_nodes, width;
+
+    int64_t row_of(int64_t slot) const { return row != nullptr ? row[slot] : slot; }
+    int64_t end(int64_t n) const { return n * width + degree[n]; }  // one past atom n's last real slot
 };
 
 template <typename scalar_t>
-std::vector<Path<scalar_t>> read_paths(const at::Tensor& paths, const at::Tensor& cg) {
+std::vector<Path<scalar_t>> read_paths(const at::Tensor& paths, const at::Tensor& cg, int64_t B_in, int64_t H,
+                                       int64_t B_out) {
     auto table = paths.contiguous();
     const int64_t* p = table.data_ptr<int64_t>();
     const scalar_t* values = cg.data_ptr<scalar_t>();
@@ -51,9 +57,12 @@ std::vector<Path<scalar_t>> read_paths(const at::Tensor& paths, const at::Tensor
     for (auto& path : result) {
         path.in_offset = p[0], path.d1 = p[1], path.sh_offset = p[2], path.d2 = p[3], path.out_offset = p[4];
         path.d = p[5];
-        TORCH_CHECK(path.d1 <= kMaxDim && path.d2 <= kMaxDim && path.d <= kMaxDim && p[6] >= 0 &&
-                        p[6] + path.d2 * path.d1 * path.d <= cg.numel(),
-                    "path table entry out of range (l > 3, or past the end of cg)");
+        TORCH_CHECK(path.d1 >= 1 && path.d1 <= kMaxDim && path.d2 >= 1 && path.d2 <= kMaxDim && path.d >= 1 &&
+                        path.d <= kMaxDim, "path dimensions must be 1…7 (l ≤ 3)");
+        TORCH_CHECK(path.in_offset >= 0 && path.in_offset + path.d1 <= B_in && path.sh_offset >= 0 &&
+                        path.sh_offset + path.d2 <= H && path.out_offset >= 0 && path.out_offset + path.d <= B_out &&
+                        p[6] >= 0 && p[6] + path.d2 * path.d1 * path.d <= cg.numel(),
+                    "path table entry outside x, sh, the output or cg");
         bool nonzero[kMaxDim][kMaxDim] = {};
         for (int64_t m2 = 0; m2 < path.d2; ++m2)
             for (int64_t m1 = 0; m1 < path.d1; ++m1)
@@ -90,8 +99,9 @@ void check_inputs(const at::Tensor& x, const at::Tensor& sh, const at::Tensor& w
                 "neighbour, row and degree must be contiguous int64");
     TORCH_CHECK(w.size(2) == x.size(2) && w.size(1) == paths.size(0),
                 "w must be (rows, paths, channels of x)");
-    TORCH_CHECK(neighbour.numel() == sh.size(0) && row.numel() == sh.size(0), "one neighbour and row per slot");
-    TORCH_CHECK(degree.numel() > 0 && sh.size(0) % degree.numel() == 0, "slots must be N · width");
+    TORCH_CHECK(neighbour.numel() == sh.size(0), "one neighbour per slot");
+    TORCH_CHECK(slots_of_pair.numel() == 0 || row.numel() == sh.size(0), "with pairs, one row per slot");
+    TORCH_CHECK(degree.numel() > 0 ? sh.size(0) % degree.numel() == 0 : sh.size(0) == 0, "slots must be N · width");
     TORCH_CHECK(slots_of_pair.numel() == 0 ||
                     (slots_of_pair.dim() == 2 && slots_of_pair.size(1) == 2 &&
                      slots_of_pair.scalar_type() == at::kLong && slots_of_pair.is_contiguous() &&
@@ -100,12 +110,53 @@ void check_inputs(const at::Tensor& x, const at::Tensor& sh, const at::Tensor& w
     TORCH_CHECK(slots_of_pair.numel() > 0 || w.size(0) == sh.size(0), "without pairs, w needs one row per slot");
 }
 
-Slots read_slots(const at::Tensor& neighbour, const at::Tensor& row, const at::Tensor& degree) {
-    return {neighbour.data_ptr<int64_t>(), row.data_ptr<int64_t>(), degree.data_ptr<int64_t>(), degree.numel(),
-            neighbour.numel() / degree.numel()};
+Slots read_slots(const at::Tensor& neighbour, const at::Tensor& row, const at::Tensor& degree, bool paired) {
+    return {neighbour.data_ptr<int64_t>(), paired ? row.data_ptr<int64_t>() : nullptr, degree.data_ptr<int64_t>(),
+            degree.numel(), degree.numel() > 0 ? neighbour.numel() / degree.numel() : 0};
 }
 
-// One call's inputs, and the work of one slot in the forward and backward passes.
+// Every index the kernels follow is in range (a bad table raises instead of reading or writing out of
+// bounds): degrees within the width, neighbours among the atoms of x, and with pairs, each real slot's
+// row a pair that lists it, each pair's slots real slots of that row and reverse edges of each other.
+void check_indices(const Slots& slots, const at::Tensor& slots_of_pair, int64_t num_atoms, int64_t num_rows) {
+    for (int64_t n = 0; n < slots.num_nodes; ++n) {
+        TORCH_CHECK(slots.degree[n] >= 0 && slots.degree[n] <= slots.width, "degree ", slots.degree[n], " of atom ",
+                    n, " outside 0…", slots.width);
+        for (int64_t slot = n * slots.width; slot < slots.end(n); ++slot) {
+            TORCH_CHECK(slots.neighbour[slot] >= 0 && slots.neighbour[slot] < num_atoms, "neighbour ",
+                        slots.neighbour[slot], " of slot ", slot, " outside the ", num_atoms, " atoms of x");
+            if (slots.row == nullptr) continue;
+            const int64_t r = slots.row[slot];
+            TORCH_CHECK(r >= 0 && r < num_rows - 1, "row ", r, " of slot ", slot, " is not a pair");
+            const int64_t* pair = slots_of_pair.data_ptr<int64_t>() + 2 * r;
+            TORCH_CHECK(pair[0] == slot || pair[1] == slot, "pair ", r, " does not list its slot ", slot);
+        }
+    }
+    if (slots.row == nullptr) return;
+    TORCH_CHECK(num_atoms == slots.num_nodes, "with pairs, every atom of x must be a centre atom");
+    const int64_t* pairs = slots_of_pair.data_ptr<int64_t>();
+    const int64_t num_slots = slots.num_nodes * slots.width;
+    for (int64_t k = 0; k < slots_of_pair.numel(); ++k) {
+        const int64_t slot = pairs[k];
+        TORCH_CHECK(slot >= 0 && slot < num_slots && slot < slots.end(slot / slots.width) &&
+                        slots.row[slot] == k / 2,
+                    "pair ", k / 2, " lists slot ", slot, ", which is not a real slot of that pair");
+        const int64_t other = pairs[k ^ 1];  // the reverse edge: its centre is this slot's neighbour
+        TORCH_CHECK(other >= 0 && other < num_slots && slots.neighbour[slot] == other / slots.width,
+                    "the slots of pair ", k / 2, " are not reverse edges");
+    }
+}
+
+// check_inputs and check_indices, then the slot table.
+Slots checked_slots(const at::Tensor& x, const at::Tensor& sh, const at::Tensor& w, const at::Tensor& neighbour,
+                    const at::Tensor& row, const at::Tensor& degree, const at::Tensor& paths, const at::Tensor& cg,
+                    const at::Tensor& slots_of_pair) {
+    check_inputs(x, sh, w, neighbour, row, degree, paths, cg, slots_of_pair);
+    const Slots slots = read_slots(neighbour, row, degree, slots_of_pair.numel() > 0);
+    check_indices(slots, slots_of_pair, x.size(0), w.size(0));
+    return slots;
+}
+
 // kChannels: C at compile time (fully unrolled channel loops), 0: C = channels at run time.
 template <typename scalar_t, int64_t kChannels>
 struct Convolution {
@@ -127,8 +178,10 @@ struct Convolution {
         for (const auto& c : path.coefficients) K[c.m1][c.m] += y[c.m2] * c.value;
     }
 
-    const scalar_t* weights(int64_t slot, int64_t p) const { const int64_t C = num_channels(); return w + (slots.row[slot] * num_paths() + p) * C; }
-    const scalar_t* neighbour_features(int64_t slot) const { const int64_t C = num_channels(); return x + slots.neighbour[slot] * B_in * C; }
+    const scalar_t* weights(int64_t slot, int64_t p) const {
+        return w + (slots.row_of(slot) * num_paths() + p) * num_channels();
+    }
+    const scalar_t* neighbour_features(int64_t slot) const { return x + slots.neighbour[slot] * B_in * num_channels(); }
 
     // h[c] = Σ_m K[m1][m] g[o_p + m, c]: the output gradient taken back through the coupling
     void back_project(const scalar_t K[kMaxDim][kMaxDim], int64_t m1, const Path<scalar_t>& path, const scalar_t* g,
@@ -224,7 +277,7 @@ void forward_kernel(const Convolution<scalar_t, kChannels>& conv, scalar_t* out)
     at::parallel_for(0, slots.num_nodes, 1, [&](int64_t begin, int64_t end) {
         std::vector<scalar_t> scratch(conv.num_channels());
         for (int64_t n = begin; n < end; ++n)
-            for (int64_t slot = n * slots.width; slot < n * slots.width + slots.degree[n]; ++slot)
+            for (int64_t slot = n * slots.width; slot < slots.end(n); ++slot)
                 conv.add_message(slot, out + n * conv.B_out * conv.num_channels(), scratch.data());
     });
 }
@@ -233,7 +286,7 @@ void forward_kernel(const Convolution<scalar_t, kChannels>& conv, scalar_t* out)
 // rows of w are pairs of reverse slots (row R − 1: padding): a pair's weight gradient sums its two slots,
 // and an atom's feature gradient comes from the reverse slots of its own slots, both in parallel without
 // conflicts. Without (nullptr), the rows are the slots themselves and the feature gradients are summed
-// onto the neighbours in one thread.
+// onto the neighbours in one thread (cells smaller than 2 r_c, pieces of chunked evaluation).
 template <typename scalar_t, int64_t kChannels>
 void backward_kernel(const Convolution<scalar_t, kChannels>& conv, const scalar_t* g, const int64_t* pair_slots,
                      int64_t num_pairs, scalar_t* grad_w, scalar_t* grad_x, scalar_t* grad_sh) {
@@ -251,7 +304,7 @@ void backward_kernel(const Convolution<scalar_t, kChannels>& conv, const scalar_
         at::parallel_for(0, slots.num_nodes, 1, [&](int64_t begin, int64_t end) {
             std::vector<scalar_t> scratch(C);
             for (int64_t j = begin; j < end; ++j)
-                for (int64_t slot = j * slots.width; slot < j * slots.width + slots.degree[j]; ++slot) {
+                for (int64_t slot = j * slots.width; slot < slots.end(j); ++slot) {
                     const int64_t* pair = pair_slots + 2 * slots.row[slot];
                     const int64_t reverse = pair[0] == slot ? pair[1] : pair[0];  // neighbour → j
                     conv.add_feature_gradient(reverse, g + slots.neighbour[slot] * g_row, grad_x + j * x_row,
@@ -262,13 +315,13 @@ void backward_kernel(const Convolution<scalar_t, kChannels>& conv, const scalar_
         at::parallel_for(0, slots.num_nodes, 1, [&](int64_t begin, int64_t end) {
             std::vector<scalar_t> scratch(2 * C);
             for (int64_t n = begin; n < end; ++n)
-                for (int64_t slot = n * slots.width; slot < n * slots.width + slots.degree[n]; ++slot)
-                    conv.add_weight_and_sh_gradient(slot, g + n * g_row, grad_w + slots.row[slot] * w_row,
+                for (int64_t slot = n * slots.width; slot < slots.end(n); ++slot)
+                    conv.add_weight_and_sh_gradient(slot, g + n * g_row, grad_w + slot * w_row,
                                                     grad_sh + slot * conv.H, scratch.data());
         });
         std::vector<scalar_t> scratch(C);
         for (int64_t n = 0; n < slots.num_nodes; ++n)
-            for (int64_t slot = n * slots.width; slot < n * slots.width + slots.degree[n]; ++slot)
+            for (int64_t slot = n * slots.width; slot < slots.end(n); ++slot)
                 conv.add_feature_gradient(slot, g + n * g_row, grad_x + slots.neighbour[slot] * x_row, scratch.data());
     }
 }
@@ -292,14 +345,14 @@ at::Tensor uvu_convolution(const at::Tensor& x, const at::Tensor& sh, const at::
                            const at::Tensor& neighbour, const at::Tensor& row, const at::Tensor& degree,
                            const at::Tensor& paths, const at::Tensor& cg, const at::Tensor& slots_of_pair,
                            int64_t out_blocks) {
-    check_inputs(x, sh, w, neighbour, row, degree, paths, cg, slots_of_pair);
+    const Slots slots = checked_slots(x, sh, w, neighbour, row, degree, paths, cg, slots_of_pair);
     auto out = at::zeros({degree.numel(), out_blocks, x.size(2)}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "uvu_convolution", [&] {
-        const auto path_list = read_paths<scalar_t>(paths, cg);
+        const auto path_list = read_paths<scalar_t>(paths, cg, x.size(1), sh.size(1), out_blocks);
         with_channels(x.size(2), [&](auto channels) {
             const Convolution<scalar_t, decltype(channels)::value> conv{
-                x.data_ptr<scalar_t>(), sh.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-                read_slots(neighbour, row, degree), path_list, x.size(1), sh.size(1), x.size(2), out_blocks};
+                x.data_ptr<scalar_t>(), sh.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), slots, path_list,
+                x.size(1), sh.size(1), x.size(2), out_blocks};
             forward_kernel(conv, out.data_ptr<scalar_t>());
         });
     });
@@ -312,7 +365,7 @@ std::vector<at::Tensor> uvu_convolution_backward(const at::Tensor& g, const at::
                                                  const at::Tensor& row, const at::Tensor& degree,
                                                  const at::Tensor& paths, const at::Tensor& cg,
                                                  const at::Tensor& slots_of_pair) {
-    check_inputs(x, sh, w, neighbour, row, degree, paths, cg, slots_of_pair);
+    const Slots slots = checked_slots(x, sh, w, neighbour, row, degree, paths, cg, slots_of_pair);
     TORCH_CHECK(g.dim() == 3 && g.size(0) == degree.numel() && g.size(2) == x.size(2) &&
                     g.scalar_type() == x.scalar_type(),
                 "g must be (N, B_out, C) in the dtype of x");
@@ -320,11 +373,11 @@ std::vector<at::Tensor> uvu_convolution_backward(const at::Tensor& g, const at::
     auto grad_x = at::zeros_like(x), grad_sh = at::zeros_like(sh), grad_w = at::zeros_like(w);
     const bool paired = slots_of_pair.numel() > 0;
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "uvu_convolution_backward", [&] {
-        const auto path_list = read_paths<scalar_t>(paths, cg);
+        const auto path_list = read_paths<scalar_t>(paths, cg, x.size(1), sh.size(1), gc.size(1));
         with_channels(x.size(2), [&](auto channels) {
             const Convolution<scalar_t, decltype(channels)::value> conv{
-                x.data_ptr<scalar_t>(), sh.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-                read_slots(neighbour, row, degree), path_list, x.size(1), sh.size(1), x.size(2), gc.size(1)};
+                x.data_ptr<scalar_t>(), sh.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), slots, path_list,
+                x.size(1), sh.size(1), x.size(2), gc.size(1)};
             backward_kernel(conv, gc.data_ptr<scalar_t>(), paired ? slots_of_pair.data_ptr<int64_t>() : nullptr,
                             slots_of_pair.size(0), grad_w.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(),
                             grad_sh.data_ptr<scalar_t>());
