@@ -99,16 +99,21 @@ class EquivariantCalculator(Calculator):
             (NequIP and MACE, water boxes of 192–1,536 atoms) but less time from ~5,000 atoms on,
             where one pass's large tensors are paged in every call. The calculator's setting
             replaces the model's own. None: one pass. "auto" (with ``max_edges="auto"``): one pass
-            up to the 200k skin-list edges from which memory is checked, blocks of 4096 slots above.
+            up to the 200k skin-list edges from which memory is checked, blocks of 4096 slots above
+            (with the CPU kernel: the kernel while the structure's predicted memory fits, else the
+            torch convolutions in blocks). Integers are for the torch path (``kernels=False``).
         compile: run the model (forward and the autograd backward that gives forces and stress)
             through ``torch.compile`` (:mod:`eqcalc.compilation`): faster calls after a one-off
             compilation on the first call. Needs a C++ compiler on CPU. Results equal the eager
             model's to round-off. Convolutions then run in one pass (no blocks; chunks as above).
         kernels: on CPU, run the irreps convolutions (``nequip``, ``mace``) through eqcalc's
             CPU kernel (:mod:`eqcalc.nn.kernels`; built with the local C++ compiler on first use,
-            ~15 s once per machine): the same results to round-off, 1.2–2× faster per call, and
-            no per-edge memory, so ``block_slots`` has no effect. Where it cannot be built, a
-            warning and the torch path. ``kernels_in_use`` says which runs.
+            ~15 s once per CPU type): the same results to round-off, 1.1–3× faster per call, without
+            the per-slot tensor-product tensors (the radial weights of every pair and layer are
+            kept), so an integer ``block_slots`` is refused. With ``max_edges`` and ``block_slots``
+            "auto", a structure whose predicted peak memory exceeds the limit switches the calculator
+            to the torch convolutions in blocks (less memory) before chunking. Where the kernel
+            cannot be built, a warning and the torch path. ``kernels_in_use`` says which runs.
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order xx, yy, zz, yz, xz, xy;
     ASE sign: positive = tensile). Per-atom energies are available as "energies".
@@ -156,8 +161,8 @@ class EquivariantCalculator(Calculator):
                 "pass kernels=False to run the torch convolutions in blocks, or block_slots='auto'."
             )
         has_convolutions = self.model.set_block_slots(None if block_slots == "auto" else block_slots)
-        # blocks for large structures, where the convolutions keep per-slot tensors
-        self._may_block = block_slots == "auto" and has_convolutions and not (compile or self.kernels_in_use)
+        # large structures: blocked torch convolutions (the kernel's per-pair weights may not fit; see _plan_chunks)
+        self._may_block = block_slots == "auto" and has_convolutions and not compile
         self._energy_model = compile_model(self.model, self.device) if compile else self.model
         self.min_distance = float(min_distance)
         self.neighbours = VerletNeighbourList(model.cutoff, skin)
@@ -239,21 +244,29 @@ class EquivariantCalculator(Calculator):
             return self._pieces(atoms, within_cutoff, self.max_edges, ChunkCost())
         if edge_index.shape[1] <= AUTO_CHUNK_CHECK_EDGES:
             return whole, True
-        if self._may_block:  # large: blocked convolutions take less memory and, from ~5k atoms, less time
-            self._may_block = False
-            self.model.set_block_slots(AUTO_BLOCK_SLOTS)
+        if self._may_block and not self.kernels_in_use:  # large: blocks take less memory and, from ~5k atoms, less time
+            self._use_blocks()
         free = available_bytes(self.device)
         if free is None:
             return whole, True
         if not self._memory_measured:
             self.evaluation_memory = self._measure_evaluation_memory(atoms, within_cutoff, stress)
             self._memory_measured = True
-        memory, limit = self.evaluation_memory, MEMORY_FRACTION * free
+        limit = MEMORY_FRACTION * free
         # whole: the graph evaluated now (cutoff edges; the plan is kept until the next rebuild, as
         # edges cross the cutoff the memory fraction leaves room); pieces: costed at the skin list's
         # width, an upper bound for any step until the rebuild
-        if memory is None or memory.bytes(len(atoms), slot_width(edge_index[:, within_cutoff], len(atoms))) <= limit:
+        width = slot_width(edge_index[:, within_cutoff], len(atoms))
+        if self.evaluation_memory is None or self.evaluation_memory.bytes(len(atoms), width) <= limit:
             return whole, True
+        if self._may_block and self.kernels_in_use:
+            # the kernel keeps the radial weights of every pair and layer: the torch convolutions in blocks
+            # take less memory; chunks, with their halos recomputed, cost far more time than blocks
+            self._use_blocks()
+            self.evaluation_memory = self._measure_evaluation_memory(atoms, within_cutoff, stress)
+            if self.evaluation_memory is None or self.evaluation_memory.bytes(len(atoms), width) <= limit:
+                return whole, True
+        memory = self.evaluation_memory
         try:
             return self._pieces(atoms, within_cutoff, limit, memory.chunk_cost(slot_width(edge_index, len(atoms))))
         except ValueError as error:
@@ -261,6 +274,12 @@ class EquivariantCalculator(Calculator):
                 f"{len(atoms)} atoms with {int(within_cutoff.sum())} edges need more memory than is free even in "
                 f"chunks ({error}). Free memory, use a smaller model or cutoff, or set max_edges yourself."
             ) from error
+
+    def _use_blocks(self) -> None:
+        """From now on, the torch convolutions in blocks of AUTO_BLOCK_SLOTS slots (the least memory)."""
+        self._may_block = False
+        self.kernels_in_use = self.model.set_inference_kernels(False)
+        self.model.set_block_slots(AUTO_BLOCK_SLOTS)
 
     def _pieces(self, atoms, within_cutoff: np.ndarray, limit: float, cost: ChunkCost) -> tuple[list[Chunk], bool]:
         """Pieces each costing at most ``limit`` and whether they serve until the next rebuild.
