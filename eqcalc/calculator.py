@@ -157,8 +157,9 @@ class EquivariantCalculator(Calculator):
         self.kernels_in_use = self.model.set_inference_kernels(kernels and self.device.type == "cpu")
         if self.kernels_in_use and isinstance(block_slots, int):
             raise ValueError(
-                f"block_slots={block_slots} has no effect with the CPU kernel, which keeps no per-edge tensors; "
-                "pass kernels=False to run the torch convolutions in blocks, or block_slots='auto'."
+                f"block_slots={block_slots} has no effect with the CPU kernel, which forms no per-slot "
+                "tensor-product tensors; pass kernels=False to run the torch convolutions in blocks, or "
+                "block_slots='auto'."
             )
         has_convolutions = self.model.set_block_slots(None if block_slots == "auto" else block_slots)
         # large structures: blocked torch convolutions (the kernel's per-pair weights may not fit; see _plan_chunks)

@@ -123,9 +123,9 @@ class AtomisticModel(nn.Module):
     def set_inference_kernels(self, enabled: bool) -> bool:
         """Run the irreps convolutions' tensor products through eqcalc's CPU kernel
         (:mod:`eqcalc.nn.kernels`, built on first use) when the model runs on CPU: faster, and
-        no per-edge memory, but differentiable only once (energies, forces and stress, not a
-        training loss on forces). A runtime setting, not saved with the model;
-        :class:`~eqcalc.EquivariantCalculator` turns it on.
+        without the per-slot tensors of the torch tensor product, but differentiable only once
+        (energies, forces and stress, not a training loss on forces). A runtime setting, not
+        saved with the model; :class:`~eqcalc.EquivariantCalculator` turns it on.
 
         Returns:
             whether the kernel is in use (False: disabled, no irreps convolutions, or the

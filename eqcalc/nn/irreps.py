@@ -239,8 +239,9 @@ class EquivariantConvolution(nn.Module):
         (P + 1 or N·D, num_basis) per pair or slot (:class:`EdgeEmbedding`) -> (N, irreps_out.dim).
 
         With ``use_kernel`` (CPU tensors), the tensor product and the sum over neighbours run in
-        the CPU kernel (:mod:`eqcalc.nn.kernels`), which keeps nothing per slot: one pass,
-        whatever ``block_slots``; differentiable once (inference).
+        the CPU kernel (:mod:`eqcalc.nn.kernels`), which forms no per-slot tensor beyond its
+        inputs (sh, the radial weights): one pass, whatever ``block_slots``; differentiable once
+        (inference).
 
         Else, with ``block_slots`` set, the per-slot work (radial MLP, tensor product, sum over
         neighbours) runs for blocks of centre atoms of about that many slots (at most

@@ -137,7 +137,9 @@ class ConvolutionProduct(ExactCoefficients):
             for i1, d1 in ((i1, self.block_sizes_in1[i1] // self.channels) for i1 in self.used_in1)
         }
 
-    def kernel(self, features: torch.Tensor, sh: torch.Tensor, weights: torch.Tensor, slots: NeighbourSlots) -> torch.Tensor:
+    def kernel(
+        self, features: torch.Tensor, sh: torch.Tensor, weights: torch.Tensor, slots: NeighbourSlots
+    ) -> torch.Tensor:
         """:meth:`forward` through the CPU kernel (:func:`eqcalc.nn.kernels.uvu_convolution`, which
         must be :func:`~eqcalc.nn.kernels.available`): weights (R, num_paths · C) per pair of reverse
         slots and a padding row when ``slots.paired``, else per slot -> (N, irreps_out.dim)."""

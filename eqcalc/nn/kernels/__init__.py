@@ -128,7 +128,9 @@ def uvu_convolution(
     Returns:
         (N, B_out, C), differentiable once in x, sh and w.
     """
-    return torch.ops.eqcalc_kernels.uvu_convolution(x, sh, w, neighbour, row, degree, paths, cg, slots_of_pair, out_blocks)
+    return torch.ops.eqcalc_kernels.uvu_convolution(
+        x, sh, w, neighbour, row, degree, paths, cg, slots_of_pair, out_blocks
+    )
 
 
 @functools.cache  # once per process

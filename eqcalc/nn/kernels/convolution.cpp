@@ -282,14 +282,15 @@ void forward_kernel(const Convolution<scalar_t, kChannels>& conv, scalar_t* out)
     });
 }
 
-// grad_w (R, P, C), grad_x (N, B_in, C), grad_sh (S, H), all zero on entry. With pair_slots (R − 1, 2), the
+// grad_w (R, P, C), grad_x (num_atoms, B_in, C), grad_sh (S, H), all zero on entry. With pair_slots (R − 1, 2), the
 // rows of w are pairs of reverse slots (row R − 1: padding): a pair's weight gradient sums its two slots,
 // and an atom's feature gradient comes from the reverse slots of its own slots, both in parallel without
-// conflicts. Without (nullptr), the rows are the slots themselves and the feature gradients are summed
-// onto the neighbours in one thread (cells smaller than 2 r_c, pieces of chunked evaluation).
+// conflicts. Without (nullptr: cells smaller than 2 r_c, pieces of chunked evaluation), the rows are the
+// slots themselves, and each of the num_atoms atoms of x gathers the feature gradients of the slots whose
+// neighbour it is (listed by a counting sort), also in parallel.
 template <typename scalar_t, int64_t kChannels>
 void backward_kernel(const Convolution<scalar_t, kChannels>& conv, const scalar_t* g, const int64_t* pair_slots,
-                     int64_t num_pairs, scalar_t* grad_w, scalar_t* grad_x, scalar_t* grad_sh) {
+                     int64_t num_pairs, int64_t num_atoms, scalar_t* grad_w, scalar_t* grad_x, scalar_t* grad_sh) {
     const Slots& slots = conv.slots;
     const int64_t C = conv.num_channels(), w_row = conv.num_paths() * C, x_row = conv.B_in * C, g_row = conv.B_out * C;
     auto centre = [&](int64_t slot) { return slot / slots.width; };
@@ -319,10 +320,22 @@ void backward_kernel(const Convolution<scalar_t, kChannels>& conv, const scalar_
                     conv.add_weight_and_sh_gradient(slot, g + n * g_row, grad_w + slot * w_row,
                                                     grad_sh + slot * conv.H, scratch.data());
         });
-        std::vector<scalar_t> scratch(C);
+        // the real slots listed by neighbour atom (a counting sort), so each atom gathers what is sent to it
+        std::vector<int64_t> first(num_atoms + 1, 0);
+        for (int64_t n = 0; n < slots.num_nodes; ++n)
+            for (int64_t slot = n * slots.width; slot < slots.end(n); ++slot) ++first[slots.neighbour[slot] + 1];
+        for (int64_t j = 0; j < num_atoms; ++j) first[j + 1] += first[j];
+        std::vector<int64_t> incoming(first[num_atoms]), next(first.begin(), first.end() - 1);
         for (int64_t n = 0; n < slots.num_nodes; ++n)
             for (int64_t slot = n * slots.width; slot < slots.end(n); ++slot)
-                conv.add_feature_gradient(slot, g + n * g_row, grad_x + slots.neighbour[slot] * x_row, scratch.data());
+                incoming[next[slots.neighbour[slot]]++] = slot;
+        at::parallel_for(0, num_atoms, 1, [&](int64_t begin, int64_t end) {
+            std::vector<scalar_t> scratch(C);
+            for (int64_t j = begin; j < end; ++j)
+                for (int64_t k = first[j]; k < first[j + 1]; ++k)
+                    conv.add_feature_gradient(incoming[k], g + centre(incoming[k]) * g_row, grad_x + j * x_row,
+                                              scratch.data());
+        });
     }
 }
 
@@ -379,8 +392,8 @@ std::vector<at::Tensor> uvu_convolution_backward(const at::Tensor& g, const at::
                 x.data_ptr<scalar_t>(), sh.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), slots, path_list,
                 x.size(1), sh.size(1), x.size(2), gc.size(1)};
             backward_kernel(conv, gc.data_ptr<scalar_t>(), paired ? slots_of_pair.data_ptr<int64_t>() : nullptr,
-                            slots_of_pair.size(0), grad_w.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(),
-                            grad_sh.data_ptr<scalar_t>());
+                            slots_of_pair.size(0), x.size(0), grad_w.data_ptr<scalar_t>(),
+                            grad_x.data_ptr<scalar_t>(), grad_sh.data_ptr<scalar_t>());
         });
     });
     return {grad_x, grad_sh, grad_w};
