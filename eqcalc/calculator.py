@@ -100,8 +100,9 @@ class EquivariantCalculator(Calculator):
             where one pass's large tensors are paged in every call. The calculator's setting
             replaces the model's own. None: one pass. "auto" (with ``max_edges="auto"``): one pass
             up to the 200k skin-list edges from which memory is checked, blocks of 4096 slots above
-            (with the CPU kernel: the kernel while the structure's predicted memory fits, else the
-            torch convolutions in blocks). Integers are for the torch path (``kernels=False``).
+            (with the CPU kernel: the kernel until a structure's predicted memory does not fit, the
+            torch convolutions in blocks from then on). Integers are for the torch path
+            (``kernels=False``).
         compile: run the model (forward and the autograd backward that gives forces and stress)
             through ``torch.compile`` (:mod:`eqcalc.compilation`): faster calls after a one-off
             compilation on the first call. Needs a C++ compiler on CPU. Results equal the eager
@@ -111,9 +112,10 @@ class EquivariantCalculator(Calculator):
             ~15 s once per CPU type): the same results to round-off, 1.1–3× faster per call, without
             the per-slot tensor-product tensors (the radial weights of every pair and layer are
             kept), so an integer ``block_slots`` is refused. With ``max_edges`` and ``block_slots``
-            "auto", a structure whose predicted peak memory exceeds the limit switches the calculator
-            to the torch convolutions in blocks (less memory) before chunking. Where the kernel
-            cannot be built, a warning and the torch path. ``kernels_in_use`` says which runs.
+            "auto" and without ``compile``, the first structure whose predicted peak memory exceeds
+            the limit switches the calculator, from then on, to the torch convolutions in blocks
+            (less memory) before chunking. Where the kernel cannot be built, a warning and the
+            torch path. ``kernels_in_use`` says which runs.
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order xx, yy, zz, yz, xz, xy;
     ASE sign: positive = tensile). Per-atom energies are available as "energies".
@@ -264,8 +266,9 @@ class EquivariantCalculator(Calculator):
             # the kernel keeps the radial weights of every pair and layer: the torch convolutions in blocks
             # take less memory; chunks, with their halos recomputed, cost far more time than blocks
             self._use_blocks()
-            self.evaluation_memory = self._measure_evaluation_memory(atoms, within_cutoff, stress)
-            if self.evaluation_memory is None or self.evaluation_memory.bytes(len(atoms), width) <= limit:
+            blocked = self._measure_evaluation_memory(atoms, within_cutoff, stress)
+            self.evaluation_memory = blocked or self.evaluation_memory  # the kernel's fit bounds the blocks'
+            if self.evaluation_memory.bytes(len(atoms), width) <= limit:
                 return whole, True
         memory = self.evaluation_memory
         try:
@@ -277,7 +280,8 @@ class EquivariantCalculator(Calculator):
             ) from error
 
     def _use_blocks(self) -> None:
-        """From now on, the torch convolutions in blocks of AUTO_BLOCK_SLOTS slots (the least memory)."""
+        """From now on, for every later structure too, the torch convolutions in blocks of
+        AUTO_BLOCK_SLOTS slots (the least memory)."""
         self._may_block = False
         self.kernels_in_use = self.model.set_inference_kernels(False)
         self.model.set_block_slots(AUTO_BLOCK_SLOTS)

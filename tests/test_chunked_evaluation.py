@@ -237,8 +237,9 @@ def test_auto_mode_evaluates_whole_when_the_prediction_fits(monkeypatch):
 
 def test_auto_mode_blocks_structures_above_the_check_size_only(monkeypatch):
     """Above the size from which memory is checked the torch convolutions run in blocks (less memory
-    and, for large boxes, less time), with one-pass results; below it, one pass. The CPU kernel
-    keeps nothing per slot: one pass at every size."""
+    and, for large boxes, less time), with one-pass results; below it, one pass. The CPU kernel runs
+    in one pass while the predicted memory fits; else the calculator switches to the torch
+    convolutions in blocks, and chunks only if those do not fit either."""
     import eqcalc.calculator as calculator
     from eqcalc.calculator import EvaluationMemory
 
@@ -265,6 +266,11 @@ def test_auto_mode_blocks_structures_above_the_check_size_only(monkeypatch):
     monkeypatch.setattr(tight, "_measure_evaluation_memory", lambda *args: blocked_memory)
     pieces = results(tight, atoms)
     assert not tight.kernels_in_use and block_settings(tight.model) == {4096} and tight.num_chunks == 1
+    np.testing.assert_allclose(pieces["forces"], reference["forces"], rtol=0, atol=1e-10)
+    tighter = auto_calculator(monkeypatch, model, 1e6, EvaluationMemory(0.0, 0.0, 1e3))
+    monkeypatch.setattr(tighter, "_measure_evaluation_memory", lambda *args: EvaluationMemory(0.0, 0.0, 100.0))
+    pieces = results(tighter, atoms)  # blocks do not fit either: chunks of blocked convolutions
+    assert not tighter.kernels_in_use and block_settings(tighter.model) == {4096} and tighter.num_chunks > 1
     np.testing.assert_allclose(pieces["forces"], reference["forces"], rtol=0, atol=1e-10)
 
 

@@ -160,7 +160,7 @@ Slots checked_slots(const at::Tensor& x, const at::Tensor& sh, const at::Tensor&
 // kChannels: C at compile time (fully unrolled channel loops), 0: C = channels at run time.
 template <typename scalar_t, int64_t kChannels>
 struct Convolution {
-    const scalar_t* x;   // (N, B_in, C)
+    const scalar_t* x;   // (N_x, B_in, C)
     const scalar_t* sh;  // (S, H)
     const scalar_t* w;   // (R, P, C)
     Slots slots;
