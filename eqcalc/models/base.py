@@ -104,6 +104,10 @@ class AtomisticModel(nn.Module):
         neighbour-list hops away (what chunked evaluation needs to know)."""
         raise NotImplementedError(f"{type(self).__name__} does not say how many message-passing rounds it has.")
 
+    def _convolutions(self) -> list[EquivariantConvolution]:
+        """The model's irreps convolutions (NequIP, MACE; none in the other families)."""
+        return [m for m in self.modules() if isinstance(m, EquivariantConvolution)]
+
     def set_block_slots(self, slots: int | None) -> bool:
         """Run every irreps convolution of the model in blocks of centre atoms of about ``slots``
         neighbour slots, recomputed in the backward pass (see
@@ -115,7 +119,7 @@ class AtomisticModel(nn.Module):
         """
         if not (slots is None or (isinstance(slots, int) and slots > 0)):
             raise ValueError(f"block slots must be a positive integer or None, got {slots!r}.")
-        convolutions = [m for m in self.modules() if isinstance(m, EquivariantConvolution)]
+        convolutions = self._convolutions()
         for convolution in convolutions:
             convolution.block_slots = slots
         return bool(convolutions)
@@ -131,7 +135,7 @@ class AtomisticModel(nn.Module):
             whether the kernel is in use (False: disabled, no irreps convolutions, or the
             kernel could not be built).
         """
-        convolutions = [m for m in self.modules() if isinstance(m, EquivariantConvolution)]
+        convolutions = self._convolutions()
         use = bool(enabled and convolutions and kernels.available())
         for convolution in convolutions:
             convolution.use_kernel = use

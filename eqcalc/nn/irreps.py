@@ -214,16 +214,12 @@ class EquivariantConvolution(nn.Module):
         self.block_slots: int | None = None  # neighbour slots per block of centre atoms (None: one pass)
         self.use_kernel = False  # tensor product through eqcalc.nn.kernels (inference on CPU)
 
-    def radial_hidden(self, radial: torch.Tensor) -> torch.Tensor:
-        """radial (R, num_basis) -> the radial MLP's last hidden layer (R, radial_hidden)."""
-        for layer in self.radial[:-1]:
-            radial = layer(radial)
-        return radial
-
     def path_weights(self, radial: torch.Tensor) -> list[torch.Tensor]:
         """radial (R, num_basis) -> num_paths tensors (R, C): the radial MLP, its last layer
         split by path so each path's weights are contiguous (R rows: pairs or slots)."""
-        hidden = self.radial_hidden(radial)
+        hidden = radial
+        for layer in self.radial[:-1]:
+            hidden = layer(hidden)
         last = self.radial[-1].weight  # (num_paths · C, hidden)
         return [hidden @ block.t() for block in last.split(self.tensor_product.channels)]
 
@@ -251,8 +247,7 @@ class EquivariantConvolution(nn.Module):
         the convolution. The per-slot inputs (sh, radial) stay whole.
         """
         if self.use_kernel and features.device.type == "cpu":
-            weights = nn.functional.linear(self.radial_hidden(radial), self.radial[-1].weight)
-            aggregated = self.tensor_product.kernel(self.linear_in(features), sh, weights, slots)
+            aggregated = self.tensor_product.kernel(self.linear_in(features), sh, self.radial(radial), slots)
             return self.linear_out(aggregated / avg_num_neighbors)
         sources = self.tensor_product.sources(self.linear_in(features))  # every block gathers from all atoms
         if self.block_slots is None or slots.num_nodes * slots.width <= self.block_slots:

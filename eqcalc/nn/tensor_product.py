@@ -128,14 +128,23 @@ class ConvolutionProduct(ExactCoefficients):
         weights one (N·D, C) tensor per path -> (N, irreps_out.dim)."""
         return self.aggregate(self.sources(features), sh, weights, slots)
 
+    def _source_blocks(self, features: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The input blocks the paths read, each as an (N, d1, C) view of ``features``."""
+        blocks = features.split(self.block_sizes_in1, dim=1)
+        return {
+            i1: blocks[i1].reshape(-1, self.channels, self.block_sizes_in1[i1] // self.channels).transpose(1, 2)
+            for i1 in self.used_in1
+        }
+
     def sources(self, features: torch.Tensor) -> dict[int, torch.Tensor]:
         """The input blocks the paths read, each as (N, d1, C) contiguous: the layout the
         neighbour gather of :meth:`aggregate` reads (made once, shared by blocks of centre atoms)."""
-        blocks = features.split(self.block_sizes_in1, dim=1)
-        return {
-            i1: blocks[i1].reshape(-1, self.channels, d1).transpose(1, 2).contiguous()
-            for i1, d1 in ((i1, self.block_sizes_in1[i1] // self.channels) for i1 in self.used_in1)
-        }
+        return {i1: block.contiguous() for i1, block in self._source_blocks(features).items()}
+
+    def stacked_sources(self, features: torch.Tensor) -> torch.Tensor:
+        """The input blocks the paths read, stacked m-major: (N, B_in, C), the x of :meth:`kernel`'s
+        operator (the offsets of its path table)."""
+        return torch.cat(list(self._source_blocks(features).values()), dim=1)
 
     def kernel(
         self, features: torch.Tensor, sh: torch.Tensor, weights: torch.Tensor, slots: NeighbourSlots
@@ -143,14 +152,12 @@ class ConvolutionProduct(ExactCoefficients):
         """:meth:`forward` through the CPU kernel (:func:`eqcalc.nn.kernels.uvu_convolution`, which
         must be :func:`~eqcalc.nn.kernels.available`): weights (R, num_paths · C) per pair of reverse
         slots and a padding row when ``slots.paired``, else per slot -> (N, irreps_out.dim)."""
-        sources = self.sources(features)
-        stacked = torch.cat([sources[i1] for i1 in self.used_in1], dim=1)  # (N, B_in, C)
         if slots.paired:
             row, slots_of_pair = slots.pair_of_slot, slots.slots_of_pair
         else:  # the rows of the weights are the slots
             row, slots_of_pair = slots.neighbour_of_slot.new_empty(0), slots.neighbour_of_slot.new_empty((0, 2))
         out = kernels.uvu_convolution(
-            stacked, sh.contiguous(), weights.reshape(weights.shape[0], self.num_paths, self.channels),
+            self.stacked_sources(features), sh.contiguous(), weights.reshape(weights.shape[0], self.num_paths, self.channels),
             slots.neighbour_of_slot, row, slots.num_neighbours, self.kernel_paths, self.kernel_coefficients,
             slots_of_pair, self.kernel_out_blocks,
         )  # (N, B_out, C), path blocks m-major

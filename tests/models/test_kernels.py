@@ -136,10 +136,9 @@ def kernel_inputs(model, atoms):
     radial, sh = model.edge_embedding(vectors, slots)
     convolution = next(m for m in model.modules() if isinstance(m, EquivariantConvolution))
     product = convolution.tensor_product
-    sources = product.sources(convolution.linear_in(model.embedding(species)))
-    weights = torch.nn.functional.linear(convolution.radial_hidden(radial), convolution.radial[-1].weight)
+    weights = convolution.radial(radial)
     return dict(
-        x=torch.cat([sources[i1] for i1 in product.used_in1], dim=1), sh=sh,
+        x=product.stacked_sources(convolution.linear_in(model.embedding(species))), sh=sh,
         w=weights.reshape(weights.shape[0], product.num_paths, product.channels), neighbour=slots.neighbour_of_slot,
         row=slots.pair_of_slot, degree=slots.num_neighbours, paths=product.kernel_paths,
         cg=product.kernel_coefficients, slots_of_pair=slots.slots_of_pair, out_blocks=product.kernel_out_blocks,

@@ -282,12 +282,11 @@ void forward_kernel(const Convolution<scalar_t, kChannels>& conv, scalar_t* out)
     });
 }
 
-// grad_w (R, P, C), grad_x (num_atoms, B_in, C), grad_sh (S, H), all zero on entry. With pair_slots (R − 1, 2), the
-// rows of w are pairs of reverse slots (row R − 1: padding): a pair's weight gradient sums its two slots,
-// and an atom's feature gradient comes from the reverse slots of its own slots, both in parallel without
-// conflicts. Without (nullptr: cells smaller than 2 r_c, pieces of chunked evaluation), the rows are the
-// slots themselves, and each of the num_atoms atoms of x gathers the feature gradients of the slots whose
-// neighbour it is (listed by a counting sort), also in parallel.
+// grad_w (R, P, C), grad_x (num_atoms, B_in, C), grad_sh (S, H), all zero on entry. With pair_slots (R − 1, 2)
+// the rows of w are pairs of reverse slots (row R − 1: padding) and a pair's weight gradient sums its two
+// slots; without (nullptr: cells smaller than 2 r_c, pieces of chunked evaluation) the rows are the slots
+// themselves. Each of the num_atoms atoms of x gathers the feature gradients of the slots whose neighbour it
+// is (listed by a counting sort). All in parallel without conflicts.
 template <typename scalar_t, int64_t kChannels>
 void backward_kernel(const Convolution<scalar_t, kChannels>& conv, const scalar_t* g, const int64_t* pair_slots,
                      int64_t num_pairs, int64_t num_atoms, scalar_t* grad_w, scalar_t* grad_x, scalar_t* grad_sh) {
@@ -302,16 +301,6 @@ void backward_kernel(const Convolution<scalar_t, kChannels>& conv, const scalar_
                     conv.add_weight_and_sh_gradient(slot, g + centre(slot) * g_row, grad_w + r * w_row,
                                                     grad_sh + slot * conv.H, scratch.data());
         });
-        at::parallel_for(0, slots.num_nodes, 1, [&](int64_t begin, int64_t end) {
-            std::vector<scalar_t> scratch(C);
-            for (int64_t j = begin; j < end; ++j)
-                for (int64_t slot = j * slots.width; slot < slots.end(j); ++slot) {
-                    const int64_t* pair = pair_slots + 2 * slots.row[slot];
-                    const int64_t reverse = pair[0] == slot ? pair[1] : pair[0];  // neighbour → j
-                    conv.add_feature_gradient(reverse, g + slots.neighbour[slot] * g_row, grad_x + j * x_row,
-                                              scratch.data());
-                }
-        });
     } else {
         at::parallel_for(0, slots.num_nodes, 1, [&](int64_t begin, int64_t end) {
             std::vector<scalar_t> scratch(2 * C);
@@ -320,23 +309,23 @@ void backward_kernel(const Convolution<scalar_t, kChannels>& conv, const scalar_
                     conv.add_weight_and_sh_gradient(slot, g + n * g_row, grad_w + slot * w_row,
                                                     grad_sh + slot * conv.H, scratch.data());
         });
-        // the real slots listed by neighbour atom (a counting sort), so each atom gathers what is sent to it
-        std::vector<int64_t> first(num_atoms + 1, 0);
-        for (int64_t n = 0; n < slots.num_nodes; ++n)
-            for (int64_t slot = n * slots.width; slot < slots.end(n); ++slot) ++first[slots.neighbour[slot] + 1];
-        for (int64_t j = 0; j < num_atoms; ++j) first[j + 1] += first[j];
-        std::vector<int64_t> incoming(first[num_atoms]), next(first.begin(), first.end() - 1);
-        for (int64_t n = 0; n < slots.num_nodes; ++n)
-            for (int64_t slot = n * slots.width; slot < slots.end(n); ++slot)
-                incoming[next[slots.neighbour[slot]]++] = slot;
-        at::parallel_for(0, num_atoms, 1, [&](int64_t begin, int64_t end) {
-            std::vector<scalar_t> scratch(C);
-            for (int64_t j = begin; j < end; ++j)
-                for (int64_t k = first[j]; k < first[j + 1]; ++k)
-                    conv.add_feature_gradient(incoming[k], g + centre(incoming[k]) * g_row, grad_x + j * x_row,
-                                              scratch.data());
-        });
     }
+    // the real slots listed by neighbour atom (a counting sort), so each atom gathers what is sent to it
+    std::vector<int64_t> first(num_atoms + 1, 0);
+    for (int64_t n = 0; n < slots.num_nodes; ++n)
+        for (int64_t slot = n * slots.width; slot < slots.end(n); ++slot) ++first[slots.neighbour[slot] + 1];
+    for (int64_t j = 0; j < num_atoms; ++j) first[j + 1] += first[j];
+    std::vector<int64_t> incoming(first[num_atoms]), next(first.begin(), first.end() - 1);
+    for (int64_t n = 0; n < slots.num_nodes; ++n)
+        for (int64_t slot = n * slots.width; slot < slots.end(n); ++slot)
+            incoming[next[slots.neighbour[slot]]++] = slot;
+    at::parallel_for(0, num_atoms, 1, [&](int64_t begin, int64_t end) {
+        std::vector<scalar_t> scratch(C);
+        for (int64_t j = begin; j < end; ++j)
+            for (int64_t k = first[j]; k < first[j + 1]; ++k)
+                conv.add_feature_gradient(incoming[k], g + centre(incoming[k]) * g_row, grad_x + j * x_row,
+                                          scratch.data());
+    });
 }
 
 // f(std::integral_constant<int64_t, C>) for the common channel counts, f(…<int64_t, 0>) for others.
@@ -352,6 +341,21 @@ void with_channels(int64_t C, F&& f) {
     }
 }
 
+// f(conv) with the Convolution of these (checked) inputs, in their dtype and channel count, B_out output blocks.
+template <typename F>
+void with_convolution(const at::Tensor& x, const at::Tensor& sh, const at::Tensor& w, const Slots& slots,
+                      const at::Tensor& paths, const at::Tensor& cg, int64_t B_out, F&& f) {
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "uvu_convolution", [&] {
+        const auto path_list = read_paths<scalar_t>(paths, cg, x.size(1), sh.size(1), B_out);
+        with_channels(x.size(2), [&](auto channels) {
+            const Convolution<scalar_t, decltype(channels)::value> conv{
+                x.data_ptr<scalar_t>(), sh.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), slots, path_list,
+                x.size(1), sh.size(1), x.size(2), B_out};
+            f(conv);
+        });
+    });
+}
+
 }  // namespace
 
 at::Tensor uvu_convolution(const at::Tensor& x, const at::Tensor& sh, const at::Tensor& w,
@@ -360,14 +364,9 @@ at::Tensor uvu_convolution(const at::Tensor& x, const at::Tensor& sh, const at::
                            int64_t out_blocks) {
     const Slots slots = checked_slots(x, sh, w, neighbour, row, degree, paths, cg, slots_of_pair);
     auto out = at::zeros({degree.numel(), out_blocks, x.size(2)}, x.options());
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "uvu_convolution", [&] {
-        const auto path_list = read_paths<scalar_t>(paths, cg, x.size(1), sh.size(1), out_blocks);
-        with_channels(x.size(2), [&](auto channels) {
-            const Convolution<scalar_t, decltype(channels)::value> conv{
-                x.data_ptr<scalar_t>(), sh.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), slots, path_list,
-                x.size(1), sh.size(1), x.size(2), out_blocks};
-            forward_kernel(conv, out.data_ptr<scalar_t>());
-        });
+    with_convolution(x, sh, w, slots, paths, cg, out_blocks, [&](const auto& conv) {
+        using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(conv.x)>>;
+        forward_kernel(conv, out.data_ptr<scalar_t>());
     });
     return out;
 }
@@ -385,16 +384,11 @@ std::vector<at::Tensor> uvu_convolution_backward(const at::Tensor& g, const at::
     auto gc = g.contiguous();
     auto grad_x = at::zeros_like(x), grad_sh = at::zeros_like(sh), grad_w = at::zeros_like(w);
     const bool paired = slots_of_pair.numel() > 0;
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "uvu_convolution_backward", [&] {
-        const auto path_list = read_paths<scalar_t>(paths, cg, x.size(1), sh.size(1), gc.size(1));
-        with_channels(x.size(2), [&](auto channels) {
-            const Convolution<scalar_t, decltype(channels)::value> conv{
-                x.data_ptr<scalar_t>(), sh.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), slots, path_list,
-                x.size(1), sh.size(1), x.size(2), gc.size(1)};
-            backward_kernel(conv, gc.data_ptr<scalar_t>(), paired ? slots_of_pair.data_ptr<int64_t>() : nullptr,
-                            slots_of_pair.size(0), x.size(0), grad_w.data_ptr<scalar_t>(),
-                            grad_x.data_ptr<scalar_t>(), grad_sh.data_ptr<scalar_t>());
-        });
+    with_convolution(x, sh, w, slots, paths, cg, gc.size(1), [&](const auto& conv) {
+        using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(conv.x)>>;
+        backward_kernel(conv, gc.data_ptr<scalar_t>(), paired ? slots_of_pair.data_ptr<int64_t>() : nullptr,
+                        slots_of_pair.size(0), x.size(0), grad_w.data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>(),
+                        grad_sh.data_ptr<scalar_t>());
     });
     return {grad_x, grad_sh, grad_w};
 }
