@@ -143,6 +143,7 @@ class EquivariantCalculator(Calculator):
         else:
             model = load_model(model, device=device, dtype=dtype)
         self.model = model.eval().requires_grad_(False)
+        self.model.freeze_weights(True)
         if not (block_slots in (None, "auto") or (isinstance(block_slots, int) and block_slots > 0)):
             raise ValueError(f"block_slots must be a positive integer, 'auto' or None, got {block_slots!r}.")
         if not isinstance(compile, bool):

@@ -83,10 +83,11 @@ def test_compiled_calculator_equals_eager_without_recompiling(small_nequip, tric
     assert counters["stats"]["unique_graphs"] == graphs, "a new neighbour count compiled again"
 
 
-def test_compiled_mace_equals_eager_for_any_composition():
+@pytest.mark.parametrize("kernels", [False, True], ids=["torch-path", "kernels"])
+def test_compiled_mace_equals_eager_for_any_composition(kernels):
     """MACE groups atoms by species outside the graph: a new count of each species does not compile
-    again (a species absent from the structure does, once per such pattern). Without the CPU
-    kernel: the compiled torch convolutions."""
+    again (a species absent from the structure does, once per such pattern). Compiled with the CPU
+    kernels (convolution, product basis) or the torch path, against the eager kernels."""
     from ase.build import molecule
 
     torch.manual_seed(0)
@@ -94,9 +95,8 @@ def test_compiled_mace_equals_eager_for_any_composition():
         "mace", species=[1, 6, 8], cutoff=4.0, num_channels=4, max_L=1, lmax=2, correlation=2, num_layers=2
     )
     model = randomize_energy_offsets(model).double().eval()
-    # the compiled torch convolutions (the other tests compile the CPU kernel's) against the eager kernel
-    compiled, eager = EquivariantCalculator(model, compile=True, kernels=False), EquivariantCalculator(model)
-    assert eager.kernels_in_use and not compiled.kernels_in_use
+    compiled, eager = EquivariantCalculator(model, compile=True, kernels=kernels), EquivariantCalculator(model)
+    assert eager.kernels_in_use and compiled.kernels_in_use == kernels
 
     def check(name):
         reference = evaluate(eager, molecule(name))

@@ -125,21 +125,31 @@ class AtomisticModel(nn.Module):
         return bool(convolutions)
 
     def set_inference_kernels(self, enabled: bool) -> bool:
-        """Run the irreps convolutions' tensor products through eqcalc's CPU kernel
-        (:mod:`eqcalc.nn.kernels`, built on first use) when the model runs on CPU: faster, and
-        without the per-slot tensors of the torch tensor product, but differentiable only once
-        (energies, forces and stress, not a training loss on forces). A runtime setting, not
-        saved with the model; :class:`~eqcalc.EquivariantCalculator` turns it on.
+        """Run the irreps convolutions' tensor products (NequIP, MACE) and MACE's product basis
+        through eqcalc's CPU kernels (:mod:`eqcalc.nn.kernels`, built on first use) when the model
+        runs on CPU: faster, and without the per-slot and per-monomial tensors of the torch path,
+        but differentiable only once (energies, forces and stress, not a training loss on
+        forces; the product basis uses its kernel only while its weights need no gradients). A
+        runtime setting, not saved with the model; :class:`~eqcalc.EquivariantCalculator` turns
+        it on.
 
         Returns:
-            whether the kernel is in use (False: disabled, no irreps convolutions, or the
-            kernel could not be built).
+            whether the kernels are in use (False: disabled, nothing they apply to, or they could
+            not be built).
         """
-        convolutions = self._convolutions()
-        use = bool(enabled and convolutions and kernels.available())
-        for convolution in convolutions:
-            convolution.use_kernel = use
+        switches = [m for m in self.modules() if isinstance(m, kernels.KernelSwitch)]
+        use = bool(enabled and switches and kernels.available())
+        for module in switches:
+            module.use_kernel = use
         return use
+
+    def freeze_weights(self, enabled: bool) -> None:
+        """Precompute, for inference, what depends on the parameters alone (MACE: the
+        species-weighted product-basis coefficients), or go back to forming it on every call.
+        The parameters must need no gradients and must not change while frozen (``.to()``
+        forms it again). A runtime setting, not saved with the model;
+        :class:`~eqcalc.EquivariantCalculator` does it on its own copy. Nothing to precompute
+        in this family: a no-op."""
 
     @torch.compiler.disable  # a data-dependent check: stays eager, outside any compiled graph
     def species_indices(self, numbers: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ scalars (linear for inner layers, a small MLP for the last).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -23,6 +24,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from ..nn import kernels
 from ..nn.activations import mlp
 from ..nn.irreps import (
     EdgeEmbedding,
@@ -74,19 +76,33 @@ def per_channel_slices(irreps: o3.Irreps) -> list[slice]:
 @dataclass
 class SpeciesGroups:
     """Atoms sorted by species: ``order`` (N,) int64 atom indices, species 0 first; ``counts``
-    the number of atoms of each species (a plain list: the sizes of the per-species slices)."""
+    the number of atoms of each species (a plain list: the sizes of the per-species slices);
+    ``offsets`` (num_species + 1,) int64 where each species starts in ``order`` (and N)."""
 
     order: torch.Tensor
     counts: list[int]
+    offsets: torch.Tensor
 
     @classmethod
     @torch.compiler.disable  # data-dependent sizes: made eagerly, outside any compiled graph
     def from_species(cls, species: torch.Tensor, num_species: int) -> "SpeciesGroups":
         """species (N,) int64 indices in 0…num_species − 1."""
-        return cls(torch.argsort(species), torch.bincount(species, minlength=num_species).tolist())
+        counts = torch.bincount(species, minlength=num_species)
+        offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        return cls(torch.argsort(species), counts.tolist(), offsets)
 
 
-class ProductBasis(ExactCoefficients):
+def symmetric_monomials(dim: int, degree: int) -> tuple[list[tuple[int, ...]], torch.Tensor]:
+    """The monomials x_{j1}⋯x_{jν} (j1 ≤ … ≤ jν) of degree ν in ``dim`` variables, in
+    lexicographic order, and (dim^ν,) int64: the monomial of each flattened index
+    (i1, …, iν) of x^{⊗ν} (row-major), i.e. of its sorted indices."""
+    monomials = list(itertools.combinations_with_replacement(range(dim), degree))
+    position = {m: k for k, m in enumerate(monomials)}
+    of_index = [position[tuple(sorted(i))] for i in itertools.product(range(dim), repeat=degree)]
+    return monomials, torch.tensor(of_index, dtype=torch.int64)
+
+
+class ProductBasis(ExactCoefficients, kernels.KernelSwitch):
     """Σ_ν W⁽ν⁾_Z · B⁽ν⁾ (ν = 1…correlation): species-weighted channel-wise products of A.
 
     B⁽¹⁾ = A and B⁽ν⁾ = CG(B⁽ν⁻¹⁾ ⊗ A) channel by channel (paths of :func:`product_paths`):
@@ -94,14 +110,20 @@ class ProductBasis(ExactCoefficients):
     Output block k (irrep L) of channel c sums, over the blocks b of B⁽ν⁾ with irrep L,
     w⁽ν⁾[Z, b, c] B⁽ν⁾_b / √(#b).
 
-    Every B⁽ν⁾ block is a fixed linear map of A^{⊗ν} (channel-independent
-    coefficients U⁽ν⁾, composed from the Clebsch–Gordan paths), so the whole sum is
-    evaluated per species and channel as
+    Every B⁽ν⁾ block is a fixed linear map of A^{⊗ν} (channel-independent coefficients,
+    composed from the Clebsch–Gordan paths). A^{⊗ν} is symmetric, so the map acts on the
+    distinct monomials μ = A_{j1}⋯A_{jν} (j1 ≤ … ≤ jν: 816 instead of 4096 for ν = 3 and
+    A = 0e+1o+2e+3o), and of the highest degree only the monomials with a non-zero
+    coefficient are formed (77 of 816 for scalar outputs). Per species z and channel c,
 
-        out_M = Σ_{i1} A_{i1} Σ_ν Σ_{i2…iν} Uᵛw[M, i1, i2…iν] A_{i2}⋯A_{iν},
-        Uᵛw = Σ_b w⁽ν⁾_b U⁽ν⁾_b,
+        out[M] = Σ_t S_z[t, c] · μ_{k_t}(A_c)      over the terms t = (monomial k_t, output M_t)
+                                                   with a non-zero coefficient,
+        S_z[t, c] = Σ_b w⁽ν⁾[z, b, c] U⁽ν⁾[b, t]   (ν the degree of k_t),
 
-    one batched matmul over channels per order (the monomials A^{⊗(ν−1)} times Uᵛw).
+    one batched matmul over channels per species (torch path; the monomials formed once for
+    all atoms, components first, so that each is a product of two gathered rows), or the CPU
+    kernel :func:`eqcalc.nn.kernels.symmetric_polynomial` (``use_kernel``, inference), which
+    forms them tile by tile in cache. :meth:`freeze` stores S for inference.
     """
 
     def __init__(self, irreps_a: o3.Irreps, irreps_out: o3.Irreps, correlation: int, num_species: int):
@@ -113,75 +135,135 @@ class ProductBasis(ExactCoefficients):
         self.channels = channels.pop()
         self.correlation = int(correlation)
         self.steps = product_paths(self.irreps_a, self.irreps_out, self.correlation)
-        dim_a = self.irreps_a.dim // self.channels
+        self.dim_a = self.irreps_a.dim // self.channels
+        self.out_dims = [ir.dim for _, ir in self.irreps_out]
+        self.a_block_sizes = [mul * ir.dim for mul, ir in self.irreps_a]  # plain ints for forward
+        self.weights = nn.ParameterList()
+        lower, last, terms = [], [], []  # the kernel's tables (global monomial indices)
+        previous, previous_start = [()], 0  # the monomials of the previous degree and where they start
+        for order, (irreps_b, basis) in enumerate(self.bases(), start=1):
+            monomials, monomial_of_index = symmetric_monomials(self.dim_a, order)
+            symmetric = basis.new_zeros(len(basis), len(monomials)).index_add_(1, monomial_of_index, basis)
+            b_slices = per_channel_slices(irreps_b)
+            rows = []  # per output block k: its B blocks' coefficients / √#blocks, (#blocks, M_k · #monomials)
+            for _, ir in self.irreps_out:
+                blocks = [b for b, (_, ir_b) in enumerate(irreps_b) if ir_b == ir]
+                if not blocks:
+                    raise ValueError(f"ProductBasis: output irrep {ir} does not occur in B({order}) = {irreps_b}.")
+                rows.append(torch.stack([symmetric[b_slices[b]].reshape(-1) for b in blocks]) / len(blocks) ** 0.5)
+            # (rows, #monomials, M_total): output component M of monomial m, per B block (row)
+            coefficients = torch.block_diag(*rows).view(-1, sum(self.out_dims), len(monomials)).transpose(1, 2)
+            if order == self.correlation > 1:  # the highest degree: only the monomials that are used
+                used = torch.nonzero(coefficients.abs().amax((0, 2)) > 1e-12).squeeze(1)
+                coefficients, monomials = coefficients[:, used], [monomials[k] for k in used.tolist()]
+            start = len(lower)
+            if order == 1:  # the components of A themselves (no factors)
+                lower += [0] * self.dim_a
+                last += [0] * self.dim_a
+            else:  # monomial = (a monomial of the previous degree) · A_last
+                position = {m: k for k, m in enumerate(previous)}
+                factors = torch.tensor([position[m[:-1]] for m in monomials])
+                self.register_buffer(f"lower_factor_{order}", factors, persistent=False)
+                self.register_buffer(f"last_factor_{order}", torch.tensor([m[-1] for m in monomials]), persistent=False)
+                lower += (factors + previous_start).tolist()
+                last += [m[-1] for m in monomials]
+            nonzero = coefficients.abs().amax(0) > 1e-12  # (#monomials, M_total): the terms of this degree
+            terms += [(start + k, m) for k, m in nonzero.nonzero().tolist()]
+            self.register_coefficients(f"coefficients_{order}", coefficients[:, nonzero])
+            self.weights.append(nn.Parameter(torch.randn(num_species, len(coefficients), self.channels)))
+            previous, previous_start = monomials, start
+        self.num_monomials = len(lower)
+        terms = torch.tensor(terms)
+        self.register_buffer("kernel_lower", torch.tensor(lower), persistent=False)
+        self.register_buffer("kernel_last", torch.tensor(last), persistent=False)
+        self.register_buffer("kernel_terms", terms, persistent=False)
+        # position of each term in a flattened (M_total, #monomials) coefficient matrix (torch path)
+        self.register_buffer("term_index", terms[:, 1] * self.num_monomials + terms[:, 0], persistent=False)
+        # (num_species, T, C) while frozen (a runtime buffer, never saved)
+        self.register_buffer("frozen_species_weights", None, persistent=False)
+
+    def bases(self) -> list[tuple[o3.Irreps, torch.Tensor]]:
+        """Irreps of B⁽ν⁾ and its (per-channel dim, dim_a^ν) float64 coefficients in A^{⊗ν}
+        (columns: (i1, …, iν) row-major), ν = 1…correlation."""
         a_slices = per_channel_slices(self.irreps_a)
-        # basis[ν-1]: (per-channel dim of B⁽ν⁾, dim_a^ν) coefficients of B⁽ν⁾ in A^{⊗ν}
-        bases = [(self.irreps_a, torch.eye(dim_a, dtype=torch.float64))]
+        bases = [(self.irreps_a, torch.eye(self.dim_a, dtype=torch.float64))]
         for irreps_prev, irreps_next, instructions in self.steps:
             previous = bases[-1][1]
             prev_slices, next_slices = per_channel_slices(irreps_prev), per_channel_slices(irreps_next)
-            basis = torch.zeros(irreps_next.dim // self.channels, previous.shape[1], dim_a, dtype=torch.float64)
+            basis = torch.zeros(irreps_next.dim // self.channels, previous.shape[1], self.dim_a, dtype=torch.float64)
             for i1, i2, i_out, *_ in instructions:
                 ls = irreps_prev[i1].ir.l, self.irreps_a[i2].ir.l, irreps_next[i_out].ir.l
                 product = torch.einsum("abm,aI->mIb", path_coefficients(*ls), previous[prev_slices[i1]])
                 basis[next_slices[i_out], :, a_slices[i2]] = product
             bases.append((irreps_next, basis.reshape(basis.shape[0], -1)))
-        self.dim_a = dim_a
-        self.out_dims = [ir.dim for _, ir in self.irreps_out]
-        self.a_block_sizes = [mul * ir.dim for mul, ir in self.irreps_a]  # plain ints for forward
-        self.weights = nn.ParameterList()
-        for order, (irreps_b, basis) in enumerate(bases, start=1):
-            b_slices = per_channel_slices(irreps_b)
-            rows = []  # per output block k: its B blocks' coefficients / √#blocks, (#blocks, M_k · dim_a^ν)
-            for _, ir in self.irreps_out:
-                blocks = [b for b, (_, ir_b) in enumerate(irreps_b) if ir_b == ir]
-                if not blocks:
-                    raise ValueError(f"ProductBasis: output irrep {ir} does not occur in B({order}) = {irreps_b}.")
-                rows.append(torch.stack([basis[b_slices[b]].reshape(-1) for b in blocks]) / len(blocks) ** 0.5)
-            # (rows, dim_a^(ν−1) · M_total · dim_a): columns ordered (i2…iν, M, i1), mostly zero
-            coefficients = torch.block_diag(*rows).view(-1, sum(self.out_dims), dim_a, dim_a ** (order - 1))
-            coefficients = coefficients.permute(0, 3, 1, 2).reshape(len(coefficients), -1)
-            columns = torch.nonzero(coefficients.abs().amax(0) > 1e-12).squeeze(1)
-            self.register_coefficients(f"coefficients_{order}", coefficients[:, columns])
-            self.register_buffer(f"columns_{order}", columns, persistent=False)
-            self.weights.append(nn.Parameter(torch.randn(num_species, sum(len(r) for r in rows), self.channels)))
+        return bases
+
+    def species_weights(self) -> torch.Tensor:
+        """S: (num_species, T, C), the coefficient of every term per species and channel."""
+        if self.frozen_species_weights is not None:
+            return self.frozen_species_weights
+        per_order = [
+            torch.einsum("zbc,bt->ztc", self.weights[nu - 1], getattr(self, f"coefficients_{nu}"))
+            for nu in range(1, self.correlation + 1)
+        ]
+        return torch.cat(per_order, dim=1)
+
+    def freeze(self, enabled: bool) -> None:
+        """Store S (inference: the weights no longer change and need no gradients), or go back
+        to forming it from the weights on every call."""
+        self.frozen_species_weights = None
+        if enabled:
+            if any(w.requires_grad for w in self.weights):
+                raise RuntimeError(
+                    "ProductBasis.freeze(True) needs weights without gradients (model.requires_grad_(False)): "
+                    "frozen species weights would not train."
+                )
+            self.frozen_species_weights = self.species_weights().contiguous()
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.frozen_species_weights is not None:  # formed again from the converted weights
+            self.freeze(True)
+        return self
+
+    def monomials(self, a: torch.Tensor) -> torch.Tensor:
+        """a (dim_a, …) -> (#monomials, …): A's monomials of degrees 1…correlation (of the
+        highest degree ≥ 2 only those used), in the order of the kernel tables."""
+        degrees = [a]
+        for order in range(2, self.correlation + 1):
+            lower = degrees[-1].index_select(0, getattr(self, f"lower_factor_{order}"))
+            degrees.append(lower * a.index_select(0, getattr(self, f"last_factor_{order}")))
+        return torch.cat(degrees, dim=0)
 
     def forward(
         self, atomic_basis: torch.Tensor, species: torch.Tensor, groups: SpeciesGroups | None = None
     ) -> torch.Tensor:
         """atomic_basis (N, irreps_a.dim), species (N,) -> (N, irreps_out.dim). ``groups``: the
         atoms grouped by species (made from ``species`` when not given)."""
-        n = atomic_basis.shape[0]
+        n, m_total = atomic_basis.shape[0], sum(self.out_dims)
         if groups is None:
             groups = SpeciesGroups.from_species(species, len(self.weights[0]))
-        blocks = atomic_basis.split(self.a_block_sizes, dim=1)
-        a = torch.cat([b.reshape(n, self.channels, -1) for b in blocks], dim=2)  # (N, C, dim_a)
-        by_species = [
-            self.species_polynomial(a_z.transpose(0, 1), z)
-            for z, a_z in enumerate(a.index_select(0, groups.order).split(groups.counts))
-            if groups.counts[z]
-        ]
-        sorted_out = torch.cat(by_species, dim=1)  # (C, N, M_total), atoms in species order
-        out = torch.empty_like(sorted_out).index_copy(1, groups.order, sorted_out).permute(1, 0, 2)
+        blocks = atomic_basis.index_select(0, groups.order).split(self.a_block_sizes, dim=1)
+        a = torch.cat([b.reshape(n, self.channels, -1) for b in blocks], dim=2)  # (N, C, dim_a), species order
+        weights = self.species_weights()
+        if self.use_kernel and a.device.type == "cpu" and not weights.requires_grad:
+            sorted_out = kernels.symmetric_polynomial(
+                a.transpose(1, 2).contiguous(), groups.offsets, weights, self.kernel_terms,
+                self.kernel_lower, self.kernel_last, m_total,
+            ).transpose(1, 2)  # (N, C, M_total)
+        else:
+            # (C, #monomials, N): components first, so that forming monomials gathers whole rows
+            monomials = self.monomials(a.permute(2, 1, 0).contiguous()).transpose(0, 1)
+            dense = weights.new_zeros(len(weights), self.channels, m_total * self.num_monomials)
+            dense = dense.index_copy(2, self.term_index, weights.transpose(1, 2))
+            by_species = [
+                torch.bmm(dense[z].view(self.channels, m_total, -1), monomials_z)
+                for z, monomials_z in enumerate(monomials.split(groups.counts, dim=2))
+                if groups.counts[z]
+            ]
+            sorted_out = torch.cat(by_species, dim=2).permute(2, 0, 1)  # (N, C, M_total)
+        out = torch.empty_like(sorted_out).index_copy(0, groups.order, sorted_out)
         return torch.cat([o.reshape(n, -1) for o in out.split(self.out_dims, dim=2)], dim=1)
-
-    def species_polynomial(self, a: torch.Tensor, z: int) -> torch.Tensor:
-        """a (C, n, dim_a): atomic bases of n atoms of species z -> (C, n, M_total) outputs."""
-        channels, n, dim_a = a.shape
-        m_total = sum(self.out_dims)
-        power = a.new_ones(channels, n, 1)  # A^{⊗(ν−1)}: (C, n, dim_a^(ν−1))
-        inner = None  # Σ_ν Σ_{i2…iν} Uᵛw[M, i1, i2…iν] A_i2⋯A_iν: (C, n, M_total · dim_a)
-        for nu in range(1, self.correlation + 1):
-            # Uᵛw of species z: (C, dim_a^(ν−1), M_total · dim_a), from its non-zero columns
-            nonzero = self.weights[nu - 1][z].t() @ getattr(self, f"coefficients_{nu}")
-            weighted = nonzero.new_zeros(channels, dim_a ** (nu - 1), m_total * dim_a)
-            weighted.view(channels, -1).index_copy_(1, getattr(self, f"columns_{nu}"), nonzero)
-            term = torch.bmm(power, weighted)
-            inner = term if inner is None else inner + term
-            if nu < self.correlation:
-                shape = (channels, n, power.shape[2], dim_a)
-                power = (power[..., :, None].expand(shape) * a[..., None, :].expand(shape)).view(channels, n, -1)
-        return torch.matmul(inner.view(channels, n, m_total, dim_a), a[..., None]).squeeze(-1)
 
 
 class MACELayer(nn.Module):
@@ -283,6 +365,10 @@ class MACE(AtomisticModel):
             [o3.Linear(layer.irreps_out, "1x0e") for layer in self.layers[:-1]]
             + [mlp([self.num_channels, self.readout_hidden, 1], nn.SiLU)]
         )
+
+    def freeze_weights(self, enabled: bool) -> None:
+        for layer in self.layers:
+            layer.product_basis.freeze(enabled)
 
     @property
     def feature_irreps(self) -> list[o3.Irreps]:

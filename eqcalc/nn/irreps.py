@@ -23,6 +23,7 @@ from e3nn import o3
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from . import kernels
 from .activations import mlp
 from .cutoffs import PolynomialCutoff
 from .radial import BesselBasis
@@ -176,7 +177,7 @@ class EdgeEmbedding(nn.Module):
         return radial, sh
 
 
-class EquivariantConvolution(nn.Module):
+class EquivariantConvolution(nn.Module, kernels.KernelSwitch):
     """Point convolution h_i → linear_out(Σ_j TP(linear_in(h)_j, Y(r̂_ij); W(d_ij)) / ⟨n⟩).
 
     The tensor product is "uvu" (channel-wise in the node features) over every
@@ -212,7 +213,6 @@ class EquivariantConvolution(nn.Module):
         self.radial = radial_mlp(num_basis, radial_hidden, radial_layers, num_weights)
         self.linear_out = o3.Linear(irreps_mid, self.irreps_out)
         self.block_slots: int | None = None  # neighbour slots per block of centre atoms (None: one pass)
-        self.use_kernel = False  # tensor product through eqcalc.nn.kernels (inference on CPU)
 
     def path_weights(self, radial: torch.Tensor) -> list[torch.Tensor]:
         """radial (R, num_basis) -> num_paths tensors (R, C): the radial MLP, its last layer

@@ -1,8 +1,9 @@
-"""The CPU convolution kernel (eqcalc.nn.kernels) of NequIP and MACE.
+"""The CPU kernels (eqcalc.nn.kernels): the convolution of NequIP and MACE, MACE's product basis.
 
-It must give the torch path's energies, forces, stress and parameter gradients (float64, 1e-12)
+They must give the torch path's energies, forces, stress and parameter gradients (float64, 1e-12)
 on paired (molecule, large cell) and unpaired (cell smaller than the cutoff) neighbour lists,
-for channel counts compiled in (8, 16) and read at run time (12), with l up to 3; forces and stress
+for channel counts compiled in (8, 16) and read at run time (12), with l up to 3; the product
+basis for correlations 1–4, whole and partial channel tiles, frozen or not; forces and stress
 must match finite differences and be equivariant; bad index tables and a second derivative must
 raise clear errors; and a failed build must leave the torch path working.
 """
@@ -49,7 +50,8 @@ def properties(model, atoms, kernel: bool):
 
 @pytest.mark.parametrize("family", list(MODELS))
 def test_kernel_equals_torch_path(family, triclinic_cu):
-    model = small_model(family).eval()
+    model = small_model(family).eval().requires_grad_(False)  # as in the calculator: the product-basis kernel runs
+    model.freeze_weights(True)
     for name, atoms in structures(triclinic_cu).items():
         reference, fused = properties(model, atoms, False), properties(model, atoms, True)
         for key, value in reference.items():
@@ -79,7 +81,7 @@ def test_kernel_parameter_gradients_equal_torch_path(family, triclinic_cu):
 
 @pytest.mark.parametrize("family", ["nequip", "mace"])
 def test_kernel_forces_and_stress_are_gradients_and_equivariant(family, triclinic_cu):
-    model = small_model(family).eval()
+    model = small_model(family).eval().requires_grad_(False)
     assert model.set_inference_kernels(True)
     assert force_fd_error(model, molecule("CH3CH2OH")) < 1e-6  # paired (central differences, δ = 1e-5 Å: ~1e-8 round-off)
     assert force_fd_error(model, triclinic_cu) < 1e-6  # unpaired: own images
@@ -165,3 +167,121 @@ def test_kernel_rejects_bad_inputs(change, message):
     change(arguments)
     with pytest.raises(RuntimeError, match=message):
         kernels.uvu_convolution(**arguments)
+
+
+def random_product_basis(channels, lmax, max_L, correlation):
+    """A float64 ProductBasis without weight gradients (as in inference), its input and species
+    (species 1 absent)."""
+    from e3nn import o3
+
+    from eqcalc.models.mace import ProductBasis
+
+    torch.manual_seed(3)
+    irreps_a = o3.Irreps([(channels, ir) for _, ir in o3.Irreps.spherical_harmonics(lmax)])
+    irreps_out = o3.Irreps([(channels, ir) for _, ir in o3.Irreps.spherical_harmonics(max_L)])
+    product = ProductBasis(irreps_a, irreps_out, correlation, num_species=3).double().requires_grad_(False)
+    species = torch.tensor([2, 0, 2, 2, 0, 2, 2, 2, 2, 2, 2, 0, 2])  # 10 of species 2: one whole tile of 8 and a part
+    basis = irreps_a.randn(len(species), -1, dtype=torch.float64, requires_grad=True)
+    return product, basis, species
+
+
+def values_and_gradient(product, basis, species, kernel: bool):
+    product.use_kernel = kernel
+    out = product(basis, species)
+    (gradient,) = torch.autograd.grad((out * out.detach().sin()).sum(), basis)
+    return out.detach(), gradient
+
+
+@pytest.mark.parametrize(
+    "channels, lmax, max_L, correlation",
+    [(16, 3, 1, 3), (3, 3, 2, 3), (20, 2, 0, 2), (5, 1, 1, 4), (4, 2, 1, 1)],
+    ids=["mace-like", "l2-outputs", "tile-and-part", "correlation-4", "correlation-1"],
+)
+@pytest.mark.parametrize("frozen", [False, True])
+def test_product_basis_kernel_equals_torch_path(channels, lmax, max_L, correlation, frozen):
+    """Values and gradients of the symmetric-polynomial kernel == the torch path (float64, 1e-12),
+    for 16 channels (one whole tile), fewer and more (a partial tile)."""
+    product, basis, species = random_product_basis(channels, lmax, max_L, correlation)
+    product.freeze(frozen)
+    reference, fused = values_and_gradient(product, basis, species, False), values_and_gradient(product, basis, species, True)
+    for expected, actual in zip(reference, fused):
+        assert float(expected.abs().max()) > 1e-3
+        assert float((actual - expected).abs().max()) <= 1e-12 * float(expected.abs().max())
+
+
+def test_product_basis_kernel_is_for_weights_without_gradients():
+    """Weights that need gradients (training) take the torch path, so they get them; the kernel
+    operator itself refuses to differentiate them."""
+    product, basis, species = random_product_basis(4, 2, 1, 2)
+    product.requires_grad_(True)
+    gradients = []
+    for kernel in (False, True):
+        product.zero_grad()
+        product.use_kernel = kernel
+        product(basis, species).square().sum().backward()
+        gradients.append([w.grad.clone() for w in product.weights])
+    for reference, actual in zip(*gradients):
+        assert float(reference.abs().max()) > 0
+        torch.testing.assert_close(actual, reference, rtol=0, atol=1e-12)
+    with pytest.raises(RuntimeError, match="needs weights without gradients"):
+        product.freeze(True)
+    inputs = product_kernel_inputs(product, basis, species)
+    out = kernels.symmetric_polynomial(**inputs)
+    with pytest.raises(RuntimeError, match="no gradient for its weights"):
+        out.sum().backward()
+
+
+def test_frozen_product_weights_follow_dtype_and_calculator():
+    product, _, _ = random_product_basis(4, 2, 1, 2)
+    product.freeze(True)
+    product.to(torch.float32).to(torch.float64)  # formed again from the converted weights
+    frozen = product.frozen_species_weights.clone()
+    product.freeze(False)
+    assert product.frozen_species_weights is None
+    torch.testing.assert_close(frozen, product.species_weights(), rtol=0, atol=0)
+    model = small_model("mace").eval()
+    calc = EquivariantCalculator(model)
+    assert all(layer.product_basis.frozen_species_weights is not None for layer in calc.model.layers)
+    assert all(layer.product_basis.frozen_species_weights is None for layer in model.layers)  # the user's model: untouched
+
+
+def product_kernel_inputs(product, basis, species):
+    """The arguments of ``product``'s kernel call."""
+    from eqcalc.models.mace import SpeciesGroups
+
+    groups = SpeciesGroups.from_species(species, 3)
+    sorted_basis = basis.index_select(0, groups.order).split(product.a_block_sizes, dim=1)
+    a = torch.cat([b.reshape(len(species), product.channels, -1) for b in sorted_basis], dim=2)
+    return dict(
+        a=a.transpose(1, 2).contiguous(), offsets=groups.offsets, weights=product.species_weights(),
+        terms=product.kernel_terms.clone(), lower=product.kernel_lower.clone(), last=product.kernel_last.clone(),
+        outputs=sum(product.out_dims),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: a["offsets"].__setitem__(-1, 5), "offsets must run from 0 to N"),
+        (lambda a: a["lower"].__setitem__(-1, len(a["lower"])), "monomial .* lower must be an earlier monomial"),
+        (lambda a: a["last"].__setitem__(-1, 10**3), "monomial .* last a component"),
+        (lambda a: a["terms"].__setitem__((0, 1), 10**3), "term 0 names a monomial or output out of range"),
+        (lambda a: a.__setitem__("weights", a["weights"].float()), "dtype and channel count of a"),
+    ],
+    ids=["offsets", "lower", "last", "term", "dtype"],
+)
+def test_product_basis_kernel_rejects_bad_inputs(change, message):
+    product, basis, species = random_product_basis(4, 2, 1, 3)
+    arguments = product_kernel_inputs(product, basis.detach(), species)
+    kernels.symmetric_polynomial(**arguments)  # valid as built
+    change(arguments)
+    with pytest.raises(RuntimeError, match=message):
+        kernels.symmetric_polynomial(**arguments)
+
+
+def test_product_basis_kernel_second_derivative_raises():
+    product, basis, species = random_product_basis(4, 2, 1, 3)
+    out = kernels.symmetric_polynomial(**product_kernel_inputs(product, basis, species))
+    (gradient,) = torch.autograd.grad(out.square().sum(), basis, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        gradient.sum().backward()

@@ -6,6 +6,10 @@ neighbour slots, forward and backward (``convolution.cpp``): no per-slot tensors
 one operator call per layer instead of several per coupling path. (The per-edge inputs, spherical
 harmonics and radial weights, are still tensors.)
 
+:func:`symmetric_polynomial` is MACE's species-weighted product basis
+(:class:`~eqcalc.models.mace.ProductBasis`) per atom and channel (``product_basis.cpp``):
+the monomials of the atomic basis are formed tile by tile in cache, never as a tensor.
+
 The source is compiled by ``torch.utils.cpp_extension`` into torch's extension cache
 (``~/.cache/torch_extensions``, or ``$TORCH_EXTENSIONS_DIR``) the first time it is needed:
 about 15 s, once per CPU type (the build is tuned to the CPU it runs on, and named after it, so
@@ -29,10 +33,17 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("convolution.cpp")
+SOURCES = [Path(__file__).with_name(name) for name in ("convolution.cpp", "product_basis.cpp")]
 # at::parallel_for runs the atoms on torch's OpenMP threads only when the source is built with OpenMP
 # (libgomp: the one torch's own wheel loads); elsewhere the loops run on one thread
 OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
+
+
+class KernelSwitch:
+    """A module with a CPU-kernel path, switched by ``use_kernel`` (off unless
+    :meth:`~eqcalc.models.base.AtomisticModel.set_inference_kernels` turns it on)."""
+
+    use_kernel: bool = False
 
 
 def _cpu_fingerprint() -> str:
@@ -67,7 +78,7 @@ def build() -> bool:
         _put_ninja_on_path()
         load(
             f"eqcalc_kernels_{_cpu_fingerprint()}",
-            [str(SOURCE)],
+            [str(source) for source in SOURCES],
             extra_cflags=["-O3", "-march=native", *OPENMP],
             extra_ldflags=OPENMP,
             is_python_module=False,
@@ -133,6 +144,34 @@ def uvu_convolution(
     )
 
 
+def symmetric_polynomial(
+    a: torch.Tensor,
+    offsets: torch.Tensor,
+    weights: torch.Tensor,
+    terms: torch.Tensor,
+    lower: torch.Tensor,
+    last: torch.Tensor,
+    outputs: int,
+) -> torch.Tensor:
+    """out[n, M_t, c] = Σ_t weights[z(n), t, c] · μ_{k_t}(a[n, :, c]) over the terms t = (k_t, M_t),
+    with the monomials μ_k = a[n, k, c] (k < dim_a) and μ_k = μ_{lower[k]} · a[n, last[k], c] above.
+
+    Args:
+        a: (N, dim_a, C) atomic basis, atoms sorted by species.
+        offsets: (Z + 1,) int64, atoms offsets[z] … offsets[z + 1] − 1 are of species z.
+        weights: (Z, T, C) coefficient of each term per species and channel.
+        terms: (T, 2) int64 (monomial k_t, output component M_t).
+        lower, last: (K,) int64 the factors of each monomial (entries below dim_a unused).
+        outputs: M, the output components per channel.
+
+    Every index is checked (a bad table raises a RuntimeError naming it).
+
+    Returns:
+        (N, M, C), differentiable once in ``a`` (not in ``weights``).
+    """
+    return torch.ops.eqcalc_kernels.symmetric_polynomial(a, offsets, weights, terms, lower, last, outputs)
+
+
 @functools.cache  # once per process
 def _register_autograd_and_shapes() -> None:
     """Gradients (through the backward operator) and output shapes (for torch.compile) of the
@@ -147,21 +186,38 @@ def _register_autograd_and_shapes() -> None:
     def _(grad, x, sh, w, neighbour, row, degree, paths, cg, slots_of_pair):
         return [torch.empty_like(x), torch.empty_like(sh), torch.empty_like(w)]
 
-    def save_inputs(ctx, inputs, output):
-        ctx.save_for_backward(*inputs[:-1])  # all but out_blocks
+    @torch.library.register_fake("eqcalc_kernels::symmetric_polynomial")
+    def _(a, offsets, weights, terms, lower, last, outputs):
+        return a.new_empty((a.shape[0], outputs, a.shape[2]))
 
-    def backward(ctx, grad):
+    @torch.library.register_fake("eqcalc_kernels::symmetric_polynomial_backward")
+    def _(grad, a, offsets, weights, terms, lower, last):
+        return torch.empty_like(a)
+
+    def save_inputs(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:-1])  # all but the trailing int
+
+    def convolution_backward(ctx, grad):
         grad_x, grad_sh, grad_w = operators.uvu_convolution_backward(grad, *ctx.saved_tensors)
         return grad_x, grad_sh, grad_w, None, None, None, None, None, None, None
 
+    def polynomial_backward(ctx, grad):
+        if ctx.needs_input_grad[2]:
+            raise RuntimeError(
+                "eqcalc's product-basis kernel gives no gradient for its weights: it is for inference "
+                "(model.requires_grad_(False)); training runs the torch path."
+            )
+        return operators.symmetric_polynomial_backward(grad, *ctx.saved_tensors), None, None, None, None, None, None
+
     def no_second_derivative(ctx, *grads):
         raise RuntimeError(
-            "eqcalc's CPU convolution kernel is differentiable once (energies, forces, stress), not twice: "
+            "eqcalc's CPU kernels are differentiable once (energies, forces, stress), not twice: "
             "training on forces needs the torch path: call model.set_inference_kernels(False) (models train on "
             "the torch path unless this was switched on)."
         )
 
-    torch.library.register_autograd("eqcalc_kernels::uvu_convolution", backward, setup_context=save_inputs)
-    torch.library.register_autograd(
-        "eqcalc_kernels::uvu_convolution_backward", no_second_derivative, setup_context=lambda ctx, inputs, output: None
-    )
+    for operator, backward in (("uvu_convolution", convolution_backward), ("symmetric_polynomial", polynomial_backward)):
+        torch.library.register_autograd(f"eqcalc_kernels::{operator}", backward, setup_context=save_inputs)
+        torch.library.register_autograd(
+            f"eqcalc_kernels::{operator}_backward", no_second_derivative, setup_context=lambda ctx, inputs, output: None
+        )
