@@ -107,15 +107,17 @@ class EquivariantCalculator(Calculator):
             through ``torch.compile`` (:mod:`eqcalc.compilation`): faster calls after a one-off
             compilation on the first call. Needs a C++ compiler on CPU. Results equal the eager
             model's to round-off. Convolutions then run in one pass (no blocks; chunks as above).
-        kernels: on CPU, run the irreps convolutions (``nequip``, ``mace``) through eqcalc's
-            CPU kernel (:mod:`eqcalc.nn.kernels`; built with the local C++ compiler on first use,
-            ~15 s once per CPU type): the same results to round-off, 1.1–3× faster per call, without
-            the per-slot tensor-product tensors (the radial weights of every pair and layer are
-            kept), so an integer ``block_slots`` is refused. With ``max_edges`` and ``block_slots``
-            "auto" and without ``compile``, the first structure whose predicted peak memory exceeds
-            the limit switches the calculator, from then on, to the torch convolutions in blocks
-            (less memory) before chunking. Where the kernel cannot be built, a warning and the
-            torch path. ``kernels_in_use`` says which runs.
+        kernels: on CPU, run the irreps convolutions (``nequip``, ``mace``) and MACE's product
+            basis through eqcalc's CPU kernels (:mod:`eqcalc.nn.kernels`; built with the local C++
+            compiler on first use, ~20 s once per CPU type), with each convolution's radial MLP
+            tabulated as a cubic spline of the distance (float64: within ~1e-9 of the MLP's forces,
+            relative; forces remain exact gradients of the energy): 1.2–3× faster per call,
+            without the per-slot tensor-product tensors (the radial weights of every pair and layer
+            are kept), so an integer ``block_slots`` is refused. With ``max_edges`` and
+            ``block_slots`` "auto" and without ``compile``, the first structure whose predicted
+            peak memory exceeds the limit switches the calculator, from then on, to the torch
+            convolutions in blocks (less memory) before chunking. Where the kernels cannot be built,
+            a warning and the torch path. ``kernels_in_use`` says which runs.
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order xx, yy, zz, yz, xz, xy;
     ASE sign: positive = tensile). Per-atom energies are available as "energies".

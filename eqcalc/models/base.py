@@ -89,6 +89,7 @@ class AtomisticModel(nn.Module):
             )
         self.element_energies = ElementEnergies(shifts)
         self.register_buffer("energy_scale", torch.tensor(float(energy_scale)))
+        self.weights_frozen = False  # see freeze_weights
 
     @property
     def num_species(self) -> int:
@@ -144,12 +145,23 @@ class AtomisticModel(nn.Module):
         return use
 
     def freeze_weights(self, enabled: bool) -> None:
-        """Precompute, for inference, what depends on the parameters alone (MACE: the
-        species-weighted product-basis coefficients), or go back to forming it on every call.
-        The parameters must need no gradients and must not change while frozen (``.to()``
-        forms it again). A runtime setting, not saved with the model;
-        :class:`~eqcalc.EquivariantCalculator` does it on its own copy. Nothing to precompute
-        in this family: a no-op."""
+        """Precompute, for inference, what depends on the parameters alone, or go back to
+        forming it on every call: the radial MLPs of the irreps convolutions tabulated as
+        splines of the distance (used on the CPU-kernel path), MACE's species-weighted
+        product-basis coefficients. The parameters must need no gradients and must not change
+        while frozen. A runtime setting, not saved with the model;
+        :class:`~eqcalc.EquivariantCalculator` does it on its own copy; ``.to()`` does it again
+        from the converted parameters. Nothing to precompute in families without irreps
+        convolutions."""
+        self.weights_frozen = bool(enabled)
+        for convolution in self._convolutions():
+            convolution.tabulate(self.edge_embedding if enabled else None)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.weights_frozen:  # precomputed again from the converted parameters
+            self.freeze_weights(True)
+        return self
 
     @torch.compiler.disable  # a data-dependent check: stays eager, outside any compiled graph
     def species_indices(self, numbers: torch.Tensor) -> torch.Tensor:

@@ -291,10 +291,10 @@ class MACELayer(nn.Module):
         self.message = o3.Linear(self.irreps_out, self.irreps_out)
         self.self_connection = FullyConnectedTensorProduct(irreps_in, f"{num_species}x0e", self.irreps_out)
 
-    def forward(self, features, species, groups, species_one_hot, sh, radial, slots, avg_num_neighbors: float):
+    def forward(self, features, species, groups, species_one_hot, sh, radial, distances, slots, avg_num_neighbors: float):
         """features (N, irreps_in.dim) -> (N, irreps_out.dim); ``groups``: the
         :class:`SpeciesGroups` of ``species``."""
-        atomic_basis = self.atomic_basis(features, sh, radial, slots, avg_num_neighbors)
+        atomic_basis = self.atomic_basis(features, sh, radial, distances, slots, avg_num_neighbors)
         message = self.message(self.product_basis(atomic_basis, species, groups))
         return message + self.self_connection(features, species_one_hot)
 
@@ -367,6 +367,7 @@ class MACE(AtomisticModel):
         )
 
     def freeze_weights(self, enabled: bool) -> None:
+        super().freeze_weights(enabled)
         for layer in self.layers:
             layer.product_basis.freeze(enabled)
 
@@ -384,12 +385,12 @@ class MACE(AtomisticModel):
         """
         slots = NeighbourSlots.from_edges(edge_index, species.shape[0], edge_vectors)
         groups = SpeciesGroups.from_species(species, self.num_species)
-        radial, sh = self.edge_embedding(edge_vectors, slots)
+        radial, sh, distances = self.edge_embedding(edge_vectors, slots)
         one_hot = nn.functional.one_hot(species, self.num_species).to(radial.dtype)
         features = self.embedding(species)
         outputs = []
         for layer in self.layers:
-            features = layer(features, species, groups, one_hot, sh, radial, slots, self.avg_num_neighbors)
+            features = layer(features, species, groups, one_hot, sh, radial, distances, slots, self.avg_num_neighbors)
             outputs.append(features)
         return outputs
 

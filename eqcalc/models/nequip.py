@@ -50,9 +50,9 @@ class NequIPLayer(nn.Module):
         )
         self.residual = self.irreps_out == o3.Irreps(irreps_in)
 
-    def forward(self, features, sh, radial, slots, avg_num_neighbors: float) -> torch.Tensor:
+    def forward(self, features, sh, radial, distances, slots, avg_num_neighbors: float) -> torch.Tensor:
         """features (N, irreps_in.dim) -> (N, irreps_out.dim)."""
-        update = self.gate(self.convolution(features, sh, radial, slots, avg_num_neighbors))
+        update = self.gate(self.convolution(features, sh, radial, distances, slots, avg_num_neighbors))
         return features + update if self.residual else update
 
 
@@ -124,11 +124,11 @@ class NequIP(AtomisticModel):
         Arguments as for :meth:`atomic_outputs`.
         """
         slots = NeighbourSlots.from_edges(edge_index, species.shape[0], edge_vectors)
-        radial, sh = self.edge_embedding(edge_vectors, slots)
+        radial, sh, distances = self.edge_embedding(edge_vectors, slots)
         features = self.embedding(species)
         outputs = []
         for layer in self.layers:
-            features = layer(features, sh, radial, slots, self.avg_num_neighbors)
+            features = layer(features, sh, radial, distances, slots, self.avg_num_neighbors)
             outputs.append(features)
         return outputs
 

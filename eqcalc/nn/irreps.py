@@ -13,6 +13,7 @@ Coupling two irreps l1 p1 ⊗ l2 p2 gives the irreps l p with
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from typing import Collection
@@ -26,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 from . import kernels
 from .activations import mlp
 from .cutoffs import PolynomialCutoff
-from .radial import BesselBasis
+from .radial import BesselBasis, RadialSpline
 from .neighbour_slots import NeighbourSlots
 from .tensor_product import ConvolutionProduct
 
@@ -163,8 +164,11 @@ class EdgeEmbedding(nn.Module):
         self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
         self.sh_degrees = list(range(lmax + 1))  # plain ints in forward: torch.compile cannot guard on Irreps
 
-    def forward(self, edge_vectors: torch.Tensor, slots: NeighbourSlots) -> tuple[torch.Tensor, torch.Tensor]:
-        """edge_vectors (E, 3) Å -> radial (P + 1 or N·D, num_basis), sh (N·D, irreps_sh.dim)."""
+    def forward(
+        self, edge_vectors: torch.Tensor, slots: NeighbourSlots
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """edge_vectors (E, 3) Å -> radial (P + 1 or N·D, num_basis), sh (N·D, irreps_sh.dim),
+        and the distances (P + 1 or N·D,) Å of the radial rows."""
         outside = edge_vectors.new_tensor([[2.0 * self.cutoff, 0.0, 0.0]])
         vectors = slots.pad(edge_vectors, outside)
         if slots.paired:
@@ -172,9 +176,12 @@ class EdgeEmbedding(nn.Module):
         else:
             radial_vectors = vectors
         distances = torch.linalg.vector_norm(radial_vectors, dim=-1)
-        radial = self.basis(distances) * self.envelope(distances)[:, None]
         sh = o3.spherical_harmonics(self.sh_degrees, vectors, normalize=True, normalization="component")
-        return radial, sh
+        return self.radial_basis(distances), sh, distances
+
+    def radial_basis(self, distances: torch.Tensor) -> torch.Tensor:
+        """distances (R,) Å -> (R, num_basis): Bessel basis × envelope."""
+        return self.basis(distances) * self.envelope(distances)[:, None]
 
 
 class EquivariantConvolution(nn.Module, kernels.KernelSwitch):
@@ -213,6 +220,22 @@ class EquivariantConvolution(nn.Module, kernels.KernelSwitch):
         self.radial = radial_mlp(num_basis, radial_hidden, radial_layers, num_weights)
         self.linear_out = o3.Linear(irreps_mid, self.irreps_out)
         self.block_slots: int | None = None  # neighbour slots per block of centre atoms (None: one pass)
+        self.radial_spline: RadialSpline | None = None  # the radial MLP tabulated, for the kernel path
+
+    def tabulate(self, embedding: EdgeEmbedding | None) -> None:
+        """Tabulate the radial MLP as a function of the distance, R(r) = MLP(embedding's radial
+        basis at r), for the kernel path (inference: the weights must not change afterwards);
+        None removes the table. The table is built from float64 copies: within 1e-11 of the MLP
+        (relative to its largest value) for float64 models, 1e-7 for float32 ones."""
+        self.radial_spline = None
+        if embedding is None:
+            return
+        exact_basis, exact_mlp = copy.deepcopy(embedding).double(), copy.deepcopy(self.radial).double()
+        weight = self.radial[0].weight
+        self.radial_spline = RadialSpline(
+            lambda r: exact_mlp(exact_basis.radial_basis(r)), embedding.cutoff, weight.dtype, weight.device,
+            tolerance=1e-11 if weight.dtype == torch.float64 else 1e-7,
+        )
 
     def path_weights(self, radial: torch.Tensor) -> list[torch.Tensor]:
         """radial (R, num_basis) -> num_paths tensors (R, C): the radial MLP, its last layer
@@ -228,16 +251,19 @@ class EquivariantConvolution(nn.Module, kernels.KernelSwitch):
         features: torch.Tensor,
         sh: torch.Tensor,
         radial: torch.Tensor,
+        distances: torch.Tensor,
         slots: NeighbourSlots,
         avg_num_neighbors: float,
     ) -> torch.Tensor:
         """features (N, irreps_in.dim); sh (N·D, irreps_sh.dim) per neighbour slot, radial
-        (P + 1 or N·D, num_basis) per pair or slot (:class:`EdgeEmbedding`) -> (N, irreps_out.dim).
+        (P + 1 or N·D, num_basis) and distances (P + 1 or N·D,) per pair or slot
+        (:class:`EdgeEmbedding`) -> (N, irreps_out.dim).
 
         With ``use_kernel`` (CPU tensors), the tensor product and the sum over neighbours run in
         the CPU kernel (:mod:`eqcalc.nn.kernels`), which forms no per-slot tensor beyond its
         inputs (sh, the radial weights): one pass, whatever ``block_slots``; differentiable once
-        (inference).
+        (inference). The radial weights then come from the distances through the tabulated MLP
+        where :meth:`tabulate` made one, else from the MLP.
 
         Else, with ``block_slots`` set, the per-slot work (radial MLP, tensor product, sum over
         neighbours) runs for blocks of centre atoms of about that many slots (at most
@@ -247,7 +273,8 @@ class EquivariantConvolution(nn.Module, kernels.KernelSwitch):
         the convolution. The per-slot inputs (sh, radial) stay whole.
         """
         if self.use_kernel and features.device.type == "cpu":
-            aggregated = self.tensor_product.kernel(self.linear_in(features), sh, self.radial(radial), slots)
+            weights = self.radial(radial) if self.radial_spline is None else self.radial_spline(distances)
+            aggregated = self.tensor_product.kernel(self.linear_in(features), sh, weights, slots)
             return self.linear_out(aggregated / avg_num_neighbors)
         sources = self.tensor_product.sources(self.linear_in(features))  # every block gathers from all atoms
         if self.block_slots is None or slots.num_nodes * slots.width <= self.block_slots:

@@ -7,6 +7,9 @@ import math
 import torch
 from torch import nn
 
+from ..data.validation import MIN_DISTANCE
+from . import kernels
+
 
 class GaussianBasis(nn.Module):
     """e_k(d) = exp(−γ (d − μ_k)²), μ_k evenly spaced on [0, r_c], γ = 1 / (2Δμ²)."""
@@ -47,3 +50,53 @@ class BesselBasis(nn.Module):
         """distances: (E,) Å, all > 0 -> (E, num_basis)."""
         d = distances[:, None]
         return self.prefactor * torch.sin(self.frequencies * d) / d
+
+
+class RadialSpline(nn.Module):
+    """A radial function R: [r_0, r_c) → R^O (zero from r_c on) tabulated as a cubic Hermite spline.
+
+    Values and slopes are computed exactly (float64, slopes by forward-mode autograd) at K + 1
+    evenly spaced knots from r_0 = ``START`` (half the smallest interatomic distance eqcalc
+    accepts by default; closer atoms raise an error) to r_c; K doubles from ``MIN_INTERVALS``
+    until the spline's largest error at the midpoints of the intervals, where a cubic's error
+    peaks, is within ``tolerance`` × max |R| (up to ``MAX_INTERVALS``). The spline is C¹: values
+    and first derivatives (forces) are continuous everywhere, also at r_c where R, built on an
+    envelope with vanishing slope, is zero with zero slope. Evaluated by the CPU kernel
+    :func:`eqcalc.nn.kernels.radial_spline` (differentiable once: inference).
+
+    Args:
+        function: distances (n,) float64 Å -> (n, O) float64, smooth on [r_0, r_c].
+        cutoff: r_c in Å.
+        dtype, device: of the table.
+        tolerance: relative error bound at the midpoints.
+    """
+
+    START = 0.5 * MIN_DISTANCE
+    MIN_INTERVALS = 256
+    MAX_INTERVALS = 1 << 16
+
+    def __init__(self, function, cutoff: float, dtype: torch.dtype, device: torch.device | str, tolerance: float):
+        super().__init__()
+        if not float(cutoff) > self.START:
+            raise ValueError(f"RadialSpline needs a cutoff above {self.START} Å, got {cutoff}.")
+        self.cutoff = float(cutoff)
+        intervals = self.MIN_INTERVALS
+        while True:
+            self.spacing = (self.cutoff - self.START) / intervals
+            knots = self.START + torch.arange(intervals + 1, dtype=torch.float64) * self.spacing
+            values, derivatives = torch.func.jvp(function, (knots,), (torch.ones_like(knots),))  # forward mode: dR/dr
+            slopes = derivatives * self.spacing
+            exact = function(knots[:-1] + 0.5 * self.spacing)
+            # the spline at t = ½: ½ (V_i + V_i+1) + ⅛ (S_i − S_i+1)
+            spline = 0.5 * (values[:-1] + values[1:]) + 0.125 * (slopes[:-1] - slopes[1:])
+            self.max_error = float((spline - exact).abs().max()) / max(float(values.abs().max()), 1e-300)
+            if self.max_error <= tolerance or intervals >= self.MAX_INTERVALS:
+                break
+            intervals *= 2
+        self.intervals = intervals
+        self.register_buffer("values", values.to(device=device, dtype=dtype), persistent=False)
+        self.register_buffer("slopes", slopes.to(device=device, dtype=dtype), persistent=False)
+
+    def forward(self, distances: torch.Tensor) -> torch.Tensor:
+        """distances (R,) Å -> (R, O)."""
+        return kernels.radial_spline(distances, self.values, self.slopes, self.START, self.spacing)

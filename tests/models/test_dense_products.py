@@ -109,7 +109,7 @@ def test_padding_slots_have_zero_radial_basis():
     edge_index = random_edges(6, 15, seed=4)
     slots = NeighbourSlots.from_edges(edge_index, 6)
     with torch.no_grad():
-        radial, sh = embedding(torch.randn(15, 3, dtype=torch.float64), slots)
+        radial, sh, _ = embedding(torch.randn(15, 3, dtype=torch.float64), slots)
     padding = slots.edge_of_slot == 15
     assert bool(padding.any()) and float(radial[~padding].abs().max()) > 1e-3
     assert float(radial[padding].abs().max()) == 0.0

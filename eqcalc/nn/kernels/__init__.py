@@ -10,6 +10,11 @@ harmonics and radial weights, are still tensors.)
 (:class:`~eqcalc.models.mace.ProductBasis`) per atom and channel (``product_basis.cpp``):
 the monomials of the atomic basis are formed tile by tile in cache, never as a tensor.
 
+:func:`radial_spline` evaluates tabulated radial functions (:class:`~eqcalc.nn.radial.RadialSpline`,
+the radial MLPs of frozen NequIP and MACE models) as cubic Hermite splines
+(``radial_spline.cpp``): a few multiply-adds per output instead of the MLP's matrix products,
+and nothing kept for the backward pass but the distances.
+
 The source is compiled by ``torch.utils.cpp_extension`` into torch's extension cache
 (``~/.cache/torch_extensions``, or ``$TORCH_EXTENSIONS_DIR``) the first time it is needed:
 about 15 s, once per CPU type (the build is tuned to the CPU it runs on, and named after it, so
@@ -33,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-SOURCES = [Path(__file__).with_name(name) for name in ("convolution.cpp", "product_basis.cpp")]
+SOURCES = [Path(__file__).with_name(name) for name in ("convolution.cpp", "product_basis.cpp", "radial_spline.cpp")]
 # at::parallel_for runs the atoms on torch's OpenMP threads only when the source is built with OpenMP
 # (libgomp: the one torch's own wheel loads); elsewhere the loops run on one thread
 OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
@@ -172,6 +177,16 @@ def symmetric_polynomial(
     return torch.ops.eqcalc_kernels.symmetric_polynomial(a, offsets, weights, terms, lower, last, outputs)
 
 
+def radial_spline(
+    distances: torch.Tensor, values: torch.Tensor, slopes: torch.Tensor, start: float, spacing: float
+) -> torch.Tensor:
+    """R(r) (R, O): the cubic Hermite spline through ``values`` and ``slopes`` (both (K + 1, O); slopes
+    are h · dR/dr) at the knots ``start`` + k · ``spacing``, k = 0…K, for the distances (R,); zero from
+    the last knot on. Differentiable once in the distances (a NaN distance, or one below ``start``,
+    raises)."""
+    return torch.ops.eqcalc_kernels.radial_spline(distances, values, slopes, start, spacing)
+
+
 @functools.cache  # once per process
 def _register_autograd_and_shapes() -> None:
     """Gradients (through the backward operator) and output shapes (for torch.compile) of the
@@ -194,8 +209,17 @@ def _register_autograd_and_shapes() -> None:
     def _(grad, a, offsets, weights, terms, lower, last):
         return torch.empty_like(a)
 
+    @torch.library.register_fake("eqcalc_kernels::radial_spline")
+    def _(distances, values, slopes, start, spacing):
+        return values.new_empty((distances.shape[0], values.shape[1]))
+
+    @torch.library.register_fake("eqcalc_kernels::radial_spline_backward")
+    def _(grad, distances, values, slopes, start, spacing):
+        return torch.empty_like(distances)
+
     def save_inputs(ctx, inputs, output):
-        ctx.save_for_backward(*inputs[:-1])  # all but the trailing int
+        ctx.save_for_backward(*(x for x in inputs if isinstance(x, torch.Tensor)))
+        ctx.numbers = [x for x in inputs if not isinstance(x, torch.Tensor)]
 
     def convolution_backward(ctx, grad):
         grad_x, grad_sh, grad_w = operators.uvu_convolution_backward(grad, *ctx.saved_tensors)
@@ -216,7 +240,17 @@ def _register_autograd_and_shapes() -> None:
             "the torch path unless this was switched on)."
         )
 
-    for operator, backward in (("uvu_convolution", convolution_backward), ("symmetric_polynomial", polynomial_backward)):
+    def spline_backward(ctx, grad):
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            raise RuntimeError("eqcalc's radial-spline kernel gives no gradient for its table: it is for inference.")
+        return operators.radial_spline_backward(grad, *ctx.saved_tensors, *ctx.numbers), None, None, None, None
+
+    backwards = {
+        "uvu_convolution": convolution_backward,
+        "symmetric_polynomial": polynomial_backward,
+        "radial_spline": spline_backward,
+    }
+    for operator, backward in backwards.items():
         torch.library.register_autograd(f"eqcalc_kernels::{operator}", backward, setup_context=save_inputs)
         torch.library.register_autograd(
             f"eqcalc_kernels::{operator}_backward", no_second_derivative, setup_context=lambda ctx, inputs, output: None
