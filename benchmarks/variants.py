@@ -1,10 +1,15 @@
-"""Two ways of evaluating NequIP's and MACE's convolutions, side by side.
+"""Two ways of evaluating parts of NequIP and MACE, side by side.
 
 --compare pairs: radial MLPs once per pair of reverse edges {i → j, j → i}
 (:func:`eqcalc.nn.neighbour_slots.reverse_pairs`) against once per neighbour slot, the
 fallback for cells smaller than about 2 r_c, forced here by making the pairing find nothing
-(both on the torch path). --compare kernel: the CPU kernel (:mod:`eqcalc.nn.kernels`, what
-:class:`~eqcalc.EquivariantCalculator` runs) against the torch tensor products (both paired).
+(both on the torch path). --compare kernel: the CPU kernels (:mod:`eqcalc.nn.kernels`:
+convolution and, for MACE, product basis) against the torch path (both paired, radial MLPs).
+--compare product-basis (MACE): the product-basis kernel against its torch path, the
+convolution kernel and frozen weights in both. --compare radial-table: the radial MLPs
+tabulated as splines against the MLPs, every kernel on and frozen weights in both. The first
+variant of each is what :class:`~eqcalc.EquivariantCalculator` runs, except for the pairs
+comparison.
 
 Each case times ``compute_properties`` (energy + forces, + stress on the periodic water box)
 on a prebuilt graph, the two variants alternating (A B A B …, ``--rounds`` each, ``--repeats``
@@ -55,10 +60,37 @@ def kernel(model, enabled: bool):
     yield
 
 
+@contextlib.contextmanager
+def product_basis_kernel(model, enabled: bool):
+    """Every kernel on, the product basis's as ``enabled``; weights frozen, radial MLPs untabulated."""
+    model.set_inference_kernels(True)
+    for layer in model.layers:
+        layer.product_basis.use_kernel = enabled
+    yield
+
+
+@contextlib.contextmanager
+def radial_tables(model, enabled: bool):
+    """Every kernel on, weights frozen; the convolutions' radial tables (those the frozen model made,
+    kept, so that a compiled graph sees the same ones in every round) used or not."""
+    model.set_inference_kernels(True)
+    if not hasattr(model, "benchmark_tables"):
+        model.benchmark_tables = [c.radial_spline for c in model._convolutions()]
+    for convolution, table in zip(model._convolutions(), model.benchmark_tables):
+        convolution.radial_spline = table if enabled else None
+    yield
+
+
 COMPARISONS = {  # name: {variant: context(model)}, new variant first
     "pairs": {"paired": lambda model: kernel(model, False), "per slot": per_slot},
-    "kernel": {"CPU kernel": lambda model: kernel(model, True), "torch": lambda model: kernel(model, False)},
+    "kernel": {"CPU kernels": lambda model: kernel(model, True), "torch": lambda model: kernel(model, False)},
+    "product-basis": {
+        "kernel": lambda model: product_basis_kernel(model, True),
+        "torch": lambda model: product_basis_kernel(model, False),
+    },
+    "radial-table": {"spline": lambda model: radial_tables(model, True), "MLP": lambda model: radial_tables(model, False)},
 }
+FROZEN = {"product-basis", "radial-table"}  # comparisons run on frozen weights, as in the calculator
 
 
 def alternate(evaluate, variants, model, rounds: int, repeats: int, warmup: int) -> dict[str, float]:
@@ -90,14 +122,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     variants = COMPARISONS[args.compare]
     new, baseline = variants
-    if args.compare == "kernel" and not kernels.available():
+    if args.compare != "pairs" and not kernels.available():
         raise SystemExit("eqcalc's CPU kernels could not be built here (see the warning above).")
+    if args.compare == "product-basis" and args.families != ["mace"]:
+        raise SystemExit("--compare product-basis is for --families mace.")
     rows = []
     for family in args.families:
         for dtype in args.dtypes:
             torch.manual_seed(0)
             model = build_model(family, species=[1, 6, 8], cutoff=CUTOFF, avg_num_neighbors=15.0, **FAMILIES[family])
             model = model.to(getattr(torch, dtype)).eval().requires_grad_(False)
+            if args.compare in FROZEN:
+                model.freeze_weights(True)
             for mode in args.modes:
                 energy_model = compile_model(model, torch.device("cpu")) if mode == "compiled" else model
                 for system, build in SYSTEMS.items():

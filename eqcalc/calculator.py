@@ -20,6 +20,7 @@ from .data.verlet import VerletNeighbourList
 from .models.base import AtomisticModel
 from .memory import available_bytes, measure_peak
 from .models.io import load_model, resolve_dtype
+from .nn.kernels import KernelSwitch
 from .properties import compute_properties
 
 
@@ -116,7 +117,7 @@ class EquivariantCalculator(Calculator):
             are kept), so an integer ``block_slots`` is refused. With ``max_edges`` and
             ``block_slots`` "auto" and without ``compile``, the first structure whose predicted
             peak memory exceeds the limit switches the calculator, from then on, to the torch
-            convolutions in blocks (less memory) before chunking. Where the kernels cannot be built,
+            convolutions in blocks (less memory; MACE's product-basis kernel stays) before chunking. Where the kernels cannot be built,
             a warning and the torch path. ``kernels_in_use`` says which runs.
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order xx, yy, zz, yz, xz, xy;
@@ -284,9 +285,12 @@ class EquivariantCalculator(Calculator):
 
     def _use_blocks(self) -> None:
         """From now on, for every later structure too, the torch convolutions in blocks of
-        AUTO_BLOCK_SLOTS slots (the least memory)."""
+        AUTO_BLOCK_SLOTS slots (the least memory). MACE's product-basis kernel, which keeps
+        nothing per slot, stays."""
         self._may_block = False
-        self.kernels_in_use = self.model.set_inference_kernels(False)
+        for convolution in self.model._convolutions():
+            convolution.use_kernel = False
+        self.kernels_in_use = any(isinstance(m, KernelSwitch) and m.use_kernel for m in self.model.modules())
         self.model.set_block_slots(AUTO_BLOCK_SLOTS)
 
     def _pieces(self, atoms, within_cutoff: np.ndarray, limit: float, cost: ChunkCost) -> tuple[list[Chunk], bool]:

@@ -266,12 +266,16 @@ def test_auto_mode_blocks_structures_above_the_check_size_only(monkeypatch):
     blocked_memory = EvaluationMemory(0.0, 0.0, 1.0)  # fits half of 1e6 bytes
     monkeypatch.setattr(tight, "_measure_evaluation_memory", lambda *args: blocked_memory)
     pieces = results(tight, atoms)
-    assert not tight.kernels_in_use and block_settings(tight.model) == {4096} and tight.num_chunks == 1
+    assert block_settings(tight.model) == {4096} and tight.num_chunks == 1
+    # the convolutions leave the kernel; MACE's product-basis kernel (nothing per slot) stays
+    assert not any(c.use_kernel for c in tight.model._convolutions()) and tight.kernels_in_use
+    assert all(layer.product_basis.use_kernel for layer in tight.model.layers)
     np.testing.assert_allclose(pieces["forces"], reference["forces"], rtol=0, atol=1e-10)
     tighter = auto_calculator(monkeypatch, model, 1e6, EvaluationMemory(0.0, 0.0, 1e3))
     monkeypatch.setattr(tighter, "_measure_evaluation_memory", lambda *args: EvaluationMemory(0.0, 0.0, 100.0))
     pieces = results(tighter, atoms)  # blocks do not fit either: chunks of blocked convolutions
-    assert not tighter.kernels_in_use and block_settings(tighter.model) == {4096} and tighter.num_chunks > 1
+    assert not any(c.use_kernel for c in tighter.model._convolutions())
+    assert block_settings(tighter.model) == {4096} and tighter.num_chunks > 1
     np.testing.assert_allclose(pieces["forces"], reference["forces"], rtol=0, atol=1e-10)
 
 
