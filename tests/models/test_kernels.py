@@ -286,3 +286,26 @@ def test_product_basis_kernel_second_derivative_raises():
     (gradient,) = torch.autograd.grad(out.square().sum(), basis, create_graph=True)
     with pytest.raises(RuntimeError, match="differentiable once"):
         gradient.sum().backward()
+
+
+def test_kernel_outputs_are_written_whole():
+    """The operators allocate their outputs uninitialised and write every element: the same results
+    after the freed memory was filled with NaN (the allocator hands it out again)."""
+    model = small_model("mace").eval().requires_grad_(False)
+    model.set_inference_kernels(True)
+    model.freeze_weights(True)  # radial tables: the spline kernel too
+
+    def evaluate():
+        out = properties_with_graph(model, water_box(seed=2))
+        return [out[key].detach().clone() for key in ("energy", "forces", "stress")]
+
+    reference = evaluate()
+    for _ in range(3):
+        poison = [torch.full((n,), float("nan"), dtype=torch.float64) for n in (10, 1_000, 10_000, 30_000)]
+        del poison
+        assert all(torch.equal(a, b) for a, b in zip(evaluate(), reference))
+    assert all(bool(torch.isfinite(value).all()) for value in reference)
+
+
+def properties_with_graph(model, atoms):
+    return compute_properties(model, atoms_to_graph(atoms, CUTOFF), forces=True, stress=True)

@@ -271,18 +271,29 @@ struct Convolution {
     }
 };
 
+// Every output below is written whole by its kernel (rows zeroed where they are accumulated, in
+// cache), so the operators allocate them uninitialised: no separate zero-fill pass over the per-pair
+// arrays, the largest the model has.
+template <typename scalar_t>
+void zero(scalar_t* row, int64_t size) {
+    std::fill(row, row + size, scalar_t(0));
+}
+
 template <typename scalar_t, int64_t kChannels>
 void forward_kernel(const Convolution<scalar_t, kChannels>& conv, scalar_t* out) {
     const Slots& slots = conv.slots;
+    const int64_t out_row = conv.B_out * conv.num_channels();
     at::parallel_for(0, slots.num_nodes, 1, [&](int64_t begin, int64_t end) {
         std::vector<scalar_t> scratch(conv.num_channels());
-        for (int64_t n = begin; n < end; ++n)
+        for (int64_t n = begin; n < end; ++n) {
+            zero(out + n * out_row, out_row);
             for (int64_t slot = n * slots.width; slot < slots.end(n); ++slot)
-                conv.add_message(slot, out + n * conv.B_out * conv.num_channels(), scratch.data());
+                conv.add_message(slot, out + n * out_row, scratch.data());
+        }
     });
 }
 
-// grad_w (R, P, C), grad_x (num_atoms, B_in, C), grad_sh (S, H), all zero on entry. With pair_slots (R − 1, 2)
+// grad_w (R, P, C), grad_x (num_atoms, B_in, C), grad_sh (S, H), written whole. With pair_slots (R − 1, 2)
 // the rows of w are pairs of reverse slots (row R − 1: padding) and a pair's weight gradient sums its two
 // slots; without (nullptr: cells smaller than 2 r_c, pieces of chunked evaluation) the rows are the slots
 // themselves. Each of the num_atoms atoms of x gathers the feature gradients of the slots whose neighbour it
@@ -294,20 +305,32 @@ void backward_kernel(const Convolution<scalar_t, kChannels>& conv, const scalar_
     const int64_t C = conv.num_channels(), w_row = conv.num_paths() * C, x_row = conv.B_in * C, g_row = conv.B_out * C;
     auto centre = [&](int64_t slot) { return slot / slots.width; };
     if (pair_slots != nullptr) {
+        // padding: the padding pair's row and the padding slots' sh rows, which no pair covers
+        zero(grad_w + num_pairs * w_row, w_row);
+        at::parallel_for(0, slots.num_nodes, 16, [&](int64_t begin, int64_t end) {
+            for (int64_t n = begin; n < end; ++n) zero(grad_sh + slots.end(n) * conv.H, ((n + 1) * slots.width - slots.end(n)) * conv.H);
+        });
         at::parallel_for(0, num_pairs, 16, [&](int64_t begin, int64_t end) {
             std::vector<scalar_t> scratch(2 * C);
-            for (int64_t r = begin; r < end; ++r)
-                for (int64_t slot : {pair_slots[2 * r], pair_slots[2 * r + 1]})
+            for (int64_t r = begin; r < end; ++r) {
+                zero(grad_w + r * w_row, w_row);
+                for (int64_t slot : {pair_slots[2 * r], pair_slots[2 * r + 1]}) {
+                    zero(grad_sh + slot * conv.H, conv.H);
                     conv.add_weight_and_sh_gradient(slot, g + centre(slot) * g_row, grad_w + r * w_row,
                                                     grad_sh + slot * conv.H, scratch.data());
+                }
+            }
         });
     } else {
         at::parallel_for(0, slots.num_nodes, 1, [&](int64_t begin, int64_t end) {
             std::vector<scalar_t> scratch(2 * C);
-            for (int64_t n = begin; n < end; ++n)
+            for (int64_t n = begin; n < end; ++n) {
+                zero(grad_w + n * slots.width * w_row, slots.width * w_row);  // the padding slots' rows too
+                zero(grad_sh + n * slots.width * conv.H, slots.width * conv.H);
                 for (int64_t slot = n * slots.width; slot < slots.end(n); ++slot)
                     conv.add_weight_and_sh_gradient(slot, g + n * g_row, grad_w + slot * w_row,
                                                     grad_sh + slot * conv.H, scratch.data());
+            }
         });
     }
     // the real slots listed by neighbour atom (a counting sort), so each atom gathers what is sent to it
@@ -321,10 +344,12 @@ void backward_kernel(const Convolution<scalar_t, kChannels>& conv, const scalar_
             incoming[next[slots.neighbour[slot]]++] = slot;
     at::parallel_for(0, num_atoms, 1, [&](int64_t begin, int64_t end) {
         std::vector<scalar_t> scratch(C);
-        for (int64_t j = begin; j < end; ++j)
+        for (int64_t j = begin; j < end; ++j) {
+            zero(grad_x + j * x_row, x_row);
             for (int64_t k = first[j]; k < first[j + 1]; ++k)
                 conv.add_feature_gradient(incoming[k], g + centre(incoming[k]) * g_row, grad_x + j * x_row,
                                           scratch.data());
+        }
     });
 }
 
@@ -363,7 +388,7 @@ at::Tensor uvu_convolution(const at::Tensor& x, const at::Tensor& sh, const at::
                            const at::Tensor& paths, const at::Tensor& cg, const at::Tensor& slots_of_pair,
                            int64_t out_blocks) {
     const Slots slots = checked_slots(x, sh, w, neighbour, row, degree, paths, cg, slots_of_pair);
-    auto out = at::zeros({degree.numel(), out_blocks, x.size(2)}, x.options());
+    auto out = at::empty({degree.numel(), out_blocks, x.size(2)}, x.options());
     with_convolution(x, sh, w, slots, paths, cg, out_blocks, [&](const auto& conv) {
         using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(conv.x)>>;
         forward_kernel(conv, out.data_ptr<scalar_t>());
@@ -382,7 +407,7 @@ std::vector<at::Tensor> uvu_convolution_backward(const at::Tensor& g, const at::
                     g.scalar_type() == x.scalar_type(),
                 "g must be (N, B_out, C) in the dtype of x");
     auto gc = g.contiguous();
-    auto grad_x = at::zeros_like(x), grad_sh = at::zeros_like(sh), grad_w = at::zeros_like(w);
+    auto grad_x = at::empty_like(x), grad_sh = at::empty_like(sh), grad_w = at::empty_like(w);
     const bool paired = slots_of_pair.numel() > 0;
     with_convolution(x, sh, w, slots, paths, cg, gc.size(1), [&](const auto& conv) {
         using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(conv.x)>>;

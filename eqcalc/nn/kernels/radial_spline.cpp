@@ -31,8 +31,9 @@ void check_spline(const at::Tensor& r, const at::Tensor& values, const at::Tenso
     TORCH_CHECK(spacing > 0, "the knot spacing must be positive");
 }
 
-// f(row, i, t) for every row with r < r_c (its interval i and position t in it); the other rows get
-// nothing (zero outputs). A distance below r_0, or NaN, raises.
+// f(row, i, t) for every row: with r < r_c its interval i and position t in it, else i = −1 (zero
+// outputs: every output element is written, so the operators allocate them uninitialised). A
+// distance below r_0, or NaN, raises.
 template <typename scalar_t, typename F>
 void for_each_row(const at::Tensor& r, int64_t intervals, double start, double spacing, F&& f) {
     const scalar_t* distances = r.data_ptr<scalar_t>();
@@ -44,7 +45,10 @@ void for_each_row(const at::Tensor& r, int64_t intervals, double start, double s
                 bad.store(true, std::memory_order_relaxed);
                 continue;
             }
-            if (x >= static_cast<scalar_t>(intervals)) continue;
+            if (x >= static_cast<scalar_t>(intervals)) {
+                f(row, int64_t(-1), scalar_t(0));
+                continue;
+            }
             const int64_t i = std::min(static_cast<int64_t>(x), intervals - 1);
             f(row, i, x - static_cast<scalar_t>(i));
         }
@@ -59,12 +63,16 @@ at::Tensor radial_spline(const at::Tensor& r, const at::Tensor& values, const at
                          double spacing) {
     check_spline(r, values, slopes, spacing);
     const int64_t O = values.size(1);
-    auto out = at::zeros({r.numel(), O}, values.options());
+    auto out = at::empty({r.numel(), O}, values.options());
     AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "radial_spline", [&] {
         const scalar_t* V = values.data_ptr<scalar_t>();
         const scalar_t* S = slopes.data_ptr<scalar_t>();
         scalar_t* result = out.data_ptr<scalar_t>();
         for_each_row<scalar_t>(r, values.size(0) - 1, start, spacing, [&](int64_t row, int64_t i, scalar_t t) {
+            if (i < 0) {
+                std::fill(result + row * O, result + (row + 1) * O, scalar_t(0));
+                return;
+            }
             const scalar_t t2 = t * t, t3 = t2 * t;
             const scalar_t h00 = 2 * t3 - 3 * t2 + 1, h10 = t3 - 2 * t2 + t, h01 = 3 * t2 - 2 * t3, h11 = t3 - t2;
             const scalar_t *v0 = V + i * O, *v1 = v0 + O, *s0 = S + i * O, *s1 = s0 + O;
@@ -83,13 +91,17 @@ at::Tensor radial_spline_backward(const at::Tensor& g, const at::Tensor& r, cons
     TORCH_CHECK(g.dim() == 2 && g.size(0) == r.numel() && g.size(1) == O && g.scalar_type() == r.scalar_type(),
                 "g must be (R, O) in the dtype of r");
     auto gc = g.contiguous();
-    auto grad_r = at::zeros_like(r);
+    auto grad_r = at::empty_like(r);
     AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "radial_spline_backward", [&] {
         const scalar_t* V = values.data_ptr<scalar_t>();
         const scalar_t* S = slopes.data_ptr<scalar_t>();
         const scalar_t* grad = gc.data_ptr<scalar_t>();
         scalar_t* result = grad_r.data_ptr<scalar_t>();
         for_each_row<scalar_t>(r, values.size(0) - 1, start, spacing, [&](int64_t row, int64_t i, scalar_t t) {
+            if (i < 0) {
+                result[row] = 0;
+                return;
+            }
             const scalar_t t2 = t * t;  // derivatives of the Hermite polynomials in t
             const scalar_t d00 = 6 * t2 - 6 * t, d10 = 3 * t2 - 4 * t + 1, d01 = 6 * t - 6 * t2, d11 = 3 * t2 - 2 * t;
             const scalar_t *v0 = V + i * O, *v1 = v0 + O, *s0 = S + i * O, *s1 = s0 + O, *gr = grad + row * O;
