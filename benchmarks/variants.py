@@ -62,7 +62,7 @@ def kernel(model, enabled: bool):
 
 @contextlib.contextmanager
 def product_basis_kernel(model, enabled: bool):
-    """Every kernel on, the product basis's as ``enabled``; weights frozen, radial MLPs untabulated."""
+    """Every kernel on, the product basis's as ``enabled``; weights frozen (radial tables in both)."""
     model.set_inference_kernels(True)
     for layer in model.layers:
         layer.product_basis.use_kernel = enabled
@@ -133,6 +133,7 @@ def main() -> None:
             model = build_model(family, species=[1, 6, 8], cutoff=CUTOFF, avg_num_neighbors=15.0, **FAMILIES[family])
             model = model.to(getattr(torch, dtype)).eval().requires_grad_(False)
             if args.compare in FROZEN:
+                model.set_inference_kernels(True)  # first: radial tables are made for the kernel path
                 model.freeze_weights(True)
             for mode in args.modes:
                 energy_model = compile_model(model, torch.device("cpu")) if mode == "compiled" else model

@@ -83,7 +83,9 @@ class EquivariantCalculator(Calculator):
         dtype: "float32", "float64", or None for the model's own dtype.
         skin: Verlet-list skin in Å; the neighbour list is rebuilt only when an
             atom has moved more than skin/2 or the cell, pbc or numbers change.
-        min_distance: atoms closer than this (Å) raise an error instead of giving nonsense.
+        min_distance: atoms closer than this (Å) raise an error instead of giving nonsense. With
+            the CPU kernels the radial tables start at 0.05 Å: closer atoms raise there even if
+            ``min_distance`` is set lower.
         max_edges: most edges one model evaluation may hold, counted on the skin list
             (pairs within cutoff + skin; the evaluation uses those inside the cutoff, fewer).
             A structure with more is evaluated in chunks of atoms, each with its exact
@@ -110,7 +112,7 @@ class EquivariantCalculator(Calculator):
             model's to round-off. Convolutions then run in one pass (no blocks; chunks as above).
         kernels: on CPU, run the irreps convolutions (``nequip``, ``mace``) and MACE's product
             basis through eqcalc's CPU kernels (:mod:`eqcalc.nn.kernels`; built with the local C++
-            compiler on first use, ~20 s once per CPU type), with each convolution's radial MLP
+            compiler on first use, 15–20 s once per CPU type), with each convolution's radial MLP
             tabulated as a cubic spline of the distance (float64: within ~1e-9 of the MLP's forces,
             relative; forces remain exact gradients of the energy): 1.2–3× faster per call,
             without the per-slot tensor-product tensors (the radial weights of every pair and layer
@@ -146,7 +148,6 @@ class EquivariantCalculator(Calculator):
         else:
             model = load_model(model, device=device, dtype=dtype)
         self.model = model.eval().requires_grad_(False)
-        self.model.freeze_weights(True)
         if not (block_slots in (None, "auto") or (isinstance(block_slots, int) and block_slots > 0)):
             raise ValueError(f"block_slots must be a positive integer, 'auto' or None, got {block_slots!r}.")
         if not isinstance(compile, bool):
@@ -161,6 +162,7 @@ class EquivariantCalculator(Calculator):
             raise ValueError(f"kernels must be True or False, got {kernels!r}.")
         self.device = torch.device(device)
         self.kernels_in_use = self.model.set_inference_kernels(kernels and self.device.type == "cpu")
+        self.model.freeze_weights(True)  # after the kernels: radial tables for the kernel path
         if self.kernels_in_use and isinstance(block_slots, int):
             raise ValueError(
                 f"block_slots={block_slots} has no effect with the CPU kernel, which forms no per-slot "

@@ -151,11 +151,17 @@ class AtomisticModel(nn.Module):
         product-basis coefficients. The parameters must need no gradients and must not change
         while frozen. A runtime setting, not saved with the model;
         :class:`~eqcalc.EquivariantCalculator` does it on its own copy; ``.to()`` does it again
-        from the converted parameters. Nothing to precompute in families without irreps
-        convolutions."""
+        from the converted parameters. Radial tables are made for the convolutions whose CPU
+        kernel is on (:meth:`set_inference_kernels` first). Nothing to precompute in families
+        without irreps convolutions."""
+        if enabled and any(p.requires_grad for p in self.parameters()):
+            raise RuntimeError(
+                "freeze_weights(True) needs parameters without gradients (model.requires_grad_(False)): "
+                "frozen values would not train."
+            )
         self.weights_frozen = bool(enabled)
         for convolution in self._convolutions():
-            convolution.tabulate(self.edge_embedding if enabled else None)
+            convolution.tabulate(self.edge_embedding if enabled and convolution.use_kernel else None)
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)

@@ -201,6 +201,11 @@ class ProductBasis(ExactCoefficients, kernels.KernelSwitch):
     def species_weights(self) -> torch.Tensor:
         """S: (num_species, T, C), the coefficient of every term per species and channel."""
         if self.frozen_species_weights is not None:
+            if any(w.requires_grad for w in self.weights):
+                raise RuntimeError(
+                    "ProductBasis: its weights need gradients but it is frozen; call freeze(False) "
+                    "(model.freeze_weights(False)) before training."
+                )
             return self.frozen_species_weights
         per_order = [
             torch.einsum("zbc,bt->ztc", self.weights[nu - 1], getattr(self, f"coefficients_{nu}"))

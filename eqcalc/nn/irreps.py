@@ -230,7 +230,8 @@ class EquivariantConvolution(nn.Module, kernels.KernelSwitch):
         self.radial_spline = None
         if embedding is None:
             return
-        exact_basis, exact_mlp = copy.deepcopy(embedding).double(), copy.deepcopy(self.radial).double()
+        exact_basis = copy.deepcopy(embedding).to("cpu", torch.float64)
+        exact_mlp = copy.deepcopy(self.radial).to("cpu", torch.float64)
         weight = self.radial[0].weight
         self.radial_spline = RadialSpline(
             lambda r: exact_mlp(exact_basis.radial_basis(r)), embedding.cutoff, weight.dtype, weight.device,
@@ -273,7 +274,15 @@ class EquivariantConvolution(nn.Module, kernels.KernelSwitch):
         the convolution. The per-slot inputs (sh, radial) stay whole.
         """
         if self.use_kernel and features.device.type == "cpu":
-            weights = self.radial(radial) if self.radial_spline is None else self.radial_spline(distances)
+            if self.radial_spline is None:
+                weights = self.radial(radial)
+            elif torch.is_grad_enabled() and self.radial[0].weight.requires_grad:
+                raise RuntimeError(
+                    "EquivariantConvolution: its radial MLP needs gradients but is tabulated; call "
+                    "model.freeze_weights(False) before training."
+                )
+            else:
+                weights = self.radial_spline(distances)
             aggregated = self.tensor_product.kernel(self.linear_in(features), sh, weights, slots)
             return self.linear_out(aggregated / avg_num_neighbors)
         sources = self.tensor_product.sources(self.linear_in(features))  # every block gathers from all atoms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -59,7 +60,8 @@ class RadialSpline(nn.Module):
     evenly spaced knots from r_0 = ``START`` (half the smallest interatomic distance eqcalc
     accepts by default; closer atoms raise an error) to r_c; K doubles from ``MIN_INTERVALS``
     until the spline's largest error at the midpoints of the intervals, where a cubic's error
-    peaks, is within ``tolerance`` × max |R| (up to ``MAX_INTERVALS``). The spline is C¹: values
+    peaks, is within ``tolerance`` × max |R| (up to ``MAX_INTERVALS``; a warning if that is
+    not enough). The spline is C¹: values
     and first derivatives (forces) are continuous everywhere, also at r_c where R, built on an
     envelope with vanishing slope, is zero with zero slope. Evaluated by the CPU kernel
     :func:`eqcalc.nn.kernels.radial_spline` (differentiable once: inference).
@@ -93,6 +95,12 @@ class RadialSpline(nn.Module):
             if self.max_error <= tolerance or intervals >= self.MAX_INTERVALS:
                 break
             intervals *= 2
+        if self.max_error > tolerance:
+            warnings.warn(
+                f"RadialSpline: {intervals} intervals reach a relative error of {self.max_error:.2g}, above the "
+                f"requested {tolerance:.2g} (the function is not smooth enough on [{self.START}, {self.cutoff}] Å).",
+                stacklevel=2,
+            )
         self.intervals = intervals
         self.register_buffer("values", values.to(device=device, dtype=dtype), persistent=False)
         self.register_buffer("slopes", slopes.to(device=device, dtype=dtype), persistent=False)

@@ -141,3 +141,26 @@ def test_frozen_tables_follow_dtype_and_unfreeze():
     assert convolution.radial_spline.values.dtype == torch.float64 and convolution.radial_spline.max_error <= 1e-11
     frozen.freeze_weights(False)
     assert convolution.radial_spline is None
+
+
+def test_freezing_refuses_or_stops_training():
+    """Frozen values would not train: freezing needs parameters without gradients, and a frozen model
+    whose parameters need gradients again raises instead of training silently on its tables."""
+    frozen, model = frozen_and_mlp_models("mace")
+    model.requires_grad_(True)
+    with pytest.raises(RuntimeError, match="needs parameters without gradients"):
+        model.freeze_weights(True)
+    frozen.requires_grad_(True)
+    graph = atoms_to_graph(molecule("CH3CH2OH"), CUTOFF)
+    with pytest.raises(RuntimeError, match="freeze_weights\\(False\\)"):
+        compute_properties(frozen, graph, forces=True, training=True)
+    frozen.freeze_weights(False)
+    compute_properties(frozen, graph, forces=False)["energy"].sum().backward()  # trains again (energy loss)
+
+
+def test_tables_only_for_the_kernel_path():
+    """Without the CPU kernels (kernels=False, or on another device) nothing is tabulated."""
+    _, model = frozen_and_mlp_models("nequip")
+    calc = eqcalc.EquivariantCalculator(model, kernels=False)
+    assert calc.model.weights_frozen and all(c.radial_spline is None for c in calc.model._convolutions())
+    assert all(c.radial_spline is not None for c in eqcalc.EquivariantCalculator(model).model._convolutions())

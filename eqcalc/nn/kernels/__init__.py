@@ -17,7 +17,7 @@ and nothing kept for the backward pass but the distances.
 
 The source is compiled by ``torch.utils.cpp_extension`` into torch's extension cache
 (``~/.cache/torch_extensions``, or ``$TORCH_EXTENSIONS_DIR``) the first time it is needed:
-about 15 s, once per CPU type (the build is tuned to the CPU it runs on, and named after it, so
+15–20 s, once per CPU type (the build is tuned to the CPU it runs on, and named after it, so
 a home directory shared by different nodes keeps one build per CPU type). Without a working
 C++ compiler, or with ``EQCALC_KERNELS=0`` in the environment, :func:`available` is False and
 the models keep their pure-torch path.

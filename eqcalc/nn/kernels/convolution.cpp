@@ -142,7 +142,7 @@ void check_indices(const Slots& slots, const at::Tensor& slots_of_pair, int64_t 
                         slots.row[slot] == k / 2,
                     "pair ", k / 2, " lists slot ", slot, ", which is not a real slot of that pair");
         const int64_t other = pairs[k ^ 1];  // the reverse edge: its centre is this slot's neighbour
-        TORCH_CHECK(other >= 0 && other < num_slots && slots.neighbour[slot] == other / slots.width,
+        TORCH_CHECK(other != slot && other >= 0 && other < num_slots && slots.neighbour[slot] == other / slots.width,
                     "the slots of pair ", k / 2, " are not reverse edges");
     }
 }
