@@ -20,7 +20,6 @@ from .data.verlet import VerletNeighbourList
 from .models.base import AtomisticModel
 from .memory import available_bytes, measure_peak
 from .models.io import load_model, resolve_dtype
-from .nn.kernels import KernelSwitch
 from .properties import compute_properties
 
 
@@ -119,8 +118,9 @@ class EquivariantCalculator(Calculator):
             are kept), so an integer ``block_slots`` is refused. With ``max_edges`` and
             ``block_slots`` "auto" and without ``compile``, the first structure whose predicted
             peak memory exceeds the limit switches the calculator, from then on, to the torch
-            convolutions in blocks (less memory; MACE's product-basis kernel stays) before chunking. Where the kernels cannot be built,
-            a warning and the torch path. ``kernels_in_use`` says which runs.
+            convolutions in blocks (less memory; MACE's product-basis kernel stays) before
+            chunking. Where the kernels cannot be built, a warning and the torch path.
+            ``kernels_in_use`` says which runs.
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order xx, yy, zz, yz, xz, xy;
     ASE sign: positive = tensile). Per-atom energies are available as "energies".
@@ -292,7 +292,7 @@ class EquivariantCalculator(Calculator):
         self._may_block = False
         for convolution in self.model._convolutions():
             convolution.use_kernel = False
-        self.kernels_in_use = any(isinstance(m, KernelSwitch) and m.use_kernel for m in self.model.modules())
+        self.kernels_in_use = any(m.use_kernel for m in self.model._kernel_switches())
         self.model.set_block_slots(AUTO_BLOCK_SLOTS)
 
     def _pieces(self, atoms, within_cutoff: np.ndarray, limit: float, cost: ChunkCost) -> tuple[list[Chunk], bool]:

@@ -109,6 +109,10 @@ class AtomisticModel(nn.Module):
         """The model's irreps convolutions (NequIP, MACE; none in the other families)."""
         return [m for m in self.modules() if isinstance(m, EquivariantConvolution)]
 
+    def _kernel_switches(self) -> list[kernels.KernelSwitch]:
+        """The modules with a CPU-kernel path (:meth:`set_inference_kernels`)."""
+        return [m for m in self.modules() if isinstance(m, kernels.KernelSwitch)]
+
     def set_block_slots(self, slots: int | None) -> bool:
         """Run every irreps convolution of the model in blocks of centre atoms of about ``slots``
         neighbour slots, recomputed in the backward pass (see
@@ -138,7 +142,7 @@ class AtomisticModel(nn.Module):
             whether the kernels are in use (False: disabled, nothing they apply to, or they could
             not be built).
         """
-        switches = [m for m in self.modules() if isinstance(m, kernels.KernelSwitch)]
+        switches = self._kernel_switches()
         use = bool(enabled and switches and kernels.available())
         for module in switches:
             module.use_kernel = use

@@ -139,8 +139,9 @@ class ProductBasis(ExactCoefficients, kernels.KernelSwitch):
         self.out_dims = [ir.dim for _, ir in self.irreps_out]
         self.a_block_sizes = [mul * ir.dim for mul, ir in self.irreps_a]  # plain ints for forward
         self.weights = nn.ParameterList()
-        lower, last, terms = [], [], []  # the kernel's tables (global monomial indices)
-        previous, previous_start = [()], 0  # the monomials of the previous degree and where they start
+        lower, last, terms = [], [], []  # monomial k = monomial lower[k] · A_last[k] (k ≥ dim_a); terms
+        self.degree_starts = []  # where each degree's monomials start (plain ints for forward)
+        previous = [()]  # the monomials of the previous degree
         for order, (irreps_b, basis) in enumerate(self.bases(), start=1):
             monomials, monomial_of_index = symmetric_monomials(self.dim_a, order)
             symmetric = basis.new_zeros(len(basis), len(monomials)).index_add_(1, monomial_of_index, basis)
@@ -161,21 +162,19 @@ class ProductBasis(ExactCoefficients, kernels.KernelSwitch):
                 lower += [0] * self.dim_a
                 last += [0] * self.dim_a
             else:  # monomial = (a monomial of the previous degree) · A_last
-                position = {m: k for k, m in enumerate(previous)}
-                factors = torch.tensor([position[m[:-1]] for m in monomials])
-                self.register_buffer(f"lower_factor_{order}", factors, persistent=False)
-                self.register_buffer(f"last_factor_{order}", torch.tensor([m[-1] for m in monomials]), persistent=False)
-                lower += (factors + previous_start).tolist()
+                position = {m: self.degree_starts[-1] + k for k, m in enumerate(previous)}
+                lower += [position[m[:-1]] for m in monomials]
                 last += [m[-1] for m in monomials]
+            self.degree_starts.append(start)
             nonzero = coefficients.abs().amax(0) > 1e-12  # (#monomials, M_total): the terms of this degree
             terms += [(start + k, m) for k, m in nonzero.nonzero().tolist()]
             self.register_coefficients(f"coefficients_{order}", coefficients[:, nonzero])
             self.weights.append(nn.Parameter(torch.randn(num_species, len(coefficients), self.channels)))
-            previous, previous_start = monomials, start
+            previous = monomials
         self.num_monomials = len(lower)
         terms = torch.tensor(terms)
-        self.register_buffer("kernel_lower", torch.tensor(lower), persistent=False)
-        self.register_buffer("kernel_last", torch.tensor(last), persistent=False)
+        self.register_buffer("lower_factor", torch.tensor(lower), persistent=False)
+        self.register_buffer("last_factor", torch.tensor(last), persistent=False)
         self.register_buffer("kernel_terms", terms, persistent=False)
         # position of each term in a flattened (M_total, #monomials) coefficient matrix (torch path)
         self.register_buffer("term_index", terms[:, 1] * self.num_monomials + terms[:, 0], persistent=False)
@@ -235,9 +234,10 @@ class ProductBasis(ExactCoefficients, kernels.KernelSwitch):
         """a (dim_a, …) -> (#monomials, …): A's monomials of degrees 1…correlation (of the
         highest degree ≥ 2 only those used), in the order of the kernel tables."""
         degrees = [a]
-        for order in range(2, self.correlation + 1):
-            lower = degrees[-1].index_select(0, getattr(self, f"lower_factor_{order}"))
-            degrees.append(lower * a.index_select(0, getattr(self, f"last_factor_{order}")))
+        bounds = self.degree_starts + [self.num_monomials]
+        for previous_start, start, end in zip(bounds, bounds[1:], bounds[2:]):
+            lower = degrees[-1].index_select(0, self.lower_factor[start:end] - previous_start)
+            degrees.append(lower * a.index_select(0, self.last_factor[start:end]))
         return torch.cat(degrees, dim=0)
 
     def forward(
@@ -254,7 +254,7 @@ class ProductBasis(ExactCoefficients, kernels.KernelSwitch):
         if self.use_kernel and a.device.type == "cpu" and not weights.requires_grad:
             sorted_out = kernels.symmetric_polynomial(
                 a.transpose(1, 2).contiguous(), groups.offsets, weights, self.kernel_terms,
-                self.kernel_lower, self.kernel_last, m_total,
+                self.lower_factor, self.last_factor, m_total,
             ).transpose(1, 2)  # (N, C, M_total)
         else:
             # (C, #monomials, N): components first, so that forming monomials gathers whole rows

@@ -255,7 +255,7 @@ def product_kernel_inputs(product, basis, species):
     a = torch.cat([b.reshape(len(species), product.channels, -1) for b in sorted_basis], dim=2)
     return dict(
         a=a.transpose(1, 2).contiguous(), offsets=groups.offsets, weights=product.species_weights(),
-        terms=product.kernel_terms.clone(), lower=product.kernel_lower.clone(), last=product.kernel_last.clone(),
+        terms=product.kernel_terms.clone(), lower=product.lower_factor.clone(), last=product.last_factor.clone(),
         outputs=sum(product.out_dims),
     )  # fmt: skip
 
@@ -296,7 +296,7 @@ def test_kernel_outputs_are_written_whole():
     model.freeze_weights(True)  # radial tables: the spline kernel too
 
     def evaluate():
-        out = properties_with_graph(model, water_box(seed=2))
+        out = properties(model, water_box(seed=2), True)
         return [out[key].detach().clone() for key in ("energy", "forces", "stress")]
 
     reference = evaluate()
@@ -306,7 +306,3 @@ def test_kernel_outputs_are_written_whole():
         del poison
         assert all(torch.equal(a, b) for a, b in zip(evaluate(), reference))
     assert all(bool(torch.isfinite(value).all()) for value in reference)
-
-
-def properties_with_graph(model, atoms):
-    return compute_properties(model, atoms_to_graph(atoms, CUTOFF), forces=True, stress=True)

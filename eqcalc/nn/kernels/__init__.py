@@ -137,9 +137,9 @@ def uvu_convolution(
         cg: flat coefficients, cg_p laid out (d2, d1, d).
         slots_of_pair: (R − 1, 2) int64 the two slots of each row when rows are pairs of reverse
             slots (row R − 1: padding), or a (0, 2) tensor when the rows of w are the slots.
+        out_blocks: B_out = Σ_p d.
 
     Every index is checked (a bad table raises a RuntimeError naming it).
-        out_blocks: B_out = Σ_p d.
 
     Returns:
         (N, B_out, C), differentiable once in x, sh and w.
@@ -225,12 +225,16 @@ def _register_autograd_and_shapes() -> None:
         grad_x, grad_sh, grad_w = operators.uvu_convolution_backward(grad, *ctx.saved_tensors)
         return grad_x, grad_sh, grad_w, None, None, None, None, None, None, None
 
+    def refuse_table_gradients(ctx, inputs: tuple[int, ...], message: str) -> None:
+        """The kernels differentiate their tables (weights, splines) for no one: inference only."""
+        if any(ctx.needs_input_grad[i] for i in inputs):
+            raise RuntimeError(message)
+
     def polynomial_backward(ctx, grad):
-        if ctx.needs_input_grad[2]:
-            raise RuntimeError(
-                "eqcalc's product-basis kernel gives no gradient for its weights: it is for inference "
-                "(model.requires_grad_(False)); training runs the torch path."
-            )
+        refuse_table_gradients(
+            ctx, (2,), "eqcalc's product-basis kernel gives no gradient for its weights: it is for inference "
+            "(model.requires_grad_(False)); training runs the torch path.",
+        )
         return operators.symmetric_polynomial_backward(grad, *ctx.saved_tensors), None, None, None, None, None, None
 
     def no_second_derivative(ctx, *grads):
@@ -241,8 +245,7 @@ def _register_autograd_and_shapes() -> None:
         )
 
     def spline_backward(ctx, grad):
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            raise RuntimeError("eqcalc's radial-spline kernel gives no gradient for its table: it is for inference.")
+        refuse_table_gradients(ctx, (1, 2), "eqcalc's radial-spline kernel gives no gradient for its table: it is for inference.")
         return operators.radial_spline_backward(grad, *ctx.saved_tensors, *ctx.numbers), None, None, None, None
 
     backwards = {
