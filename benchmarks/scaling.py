@@ -4,7 +4,7 @@ through EquivariantCalculator, for liquid-water boxes of 192 × repeat³ atoms.
 Each (family, size) runs in a fresh subprocess so that its peak RSS is its own: build the
 model (float32) and the structure, warm-up calls (the first builds the neighbour list; small
 systems get more, up to a few seconds' worth, as the first ~2-4 backward passes are slow), then
-the median of a few timed calls, each after a small random displacement (0.01 Å rms, so the
+the median of five timed calls, each after a small random displacement (0.01 Å rms, so the
 skin list is reused). Memory is the peak RSS (ru_maxrss) minus the peak RSS right after the
 imports, i.e. what the model, structure, neighbour list and autograd graph add.
 
@@ -12,12 +12,13 @@ A case whose cost, extrapolated from the largest size already measured, would ex
 memory or time limit is skipped and listed as such instead of run.
 
     python benchmarks/scaling.py [--families schnet nequip] [--repeats 1 2 3 4 5] [--threads 2] [--label X]
-        [--keep-freed-memory] [--max-edges auto|none|N] [--block-slots kernel 4096 none]
+        [--no-reuse-memory] [--max-edges auto|none|N] [--block-slots kernel 4096 none]
         [--max-case-gib 6] [--max-case-seconds 240]
 
 Cases run under the caller's environment, so glibc malloc settings (MALLOC_MMAP_MAX_=0 …)
-apply to them; the report lists any MALLOC_* variables. ``--keep-freed-memory`` makes the same
-switch from inside each case (eqcalc.memory.keep_freed_memory). ``--max-edges`` is passed to the
+apply to them; the report lists any MALLOC_* variables. The calculator switches glibc to keeping
+freed memory from 1,000 atoms on (its ``reuse_memory``); ``--no-reuse-memory`` turns that off
+(each call then page-faults its large buffers in again). ``--max-edges`` is passed to the
 calculator (default auto: structures too large for memory are evaluated in chunks; the table
 says how many, and for cases large enough to be checked, the peak memory the calculator's fitted
 model predicts for the whole graph, next to the measured one); raise ``--max-case-gib`` to let such
@@ -42,18 +43,13 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DISPLACEMENT_RMS = 0.01  # Å, per timed call
-LARGE_SYSTEM = 5000  # atoms from which fewer timed calls are made
-WARMUP_SECONDS = 3.0  # keep warming up (up to MAX_WARMUP calls) until this much time is spent
-MAX_WARMUP = 5
-
-
-def timed_calls(num_atoms: int) -> int:
-    """How many timed calls to take the median of: 5, or 3 for big systems."""
-    return 3 if num_atoms >= LARGE_SYSTEM else 5
+TIMED_CALLS = 5
+WARMUP_SECONDS = 3.0  # keep warming up (MIN_WARMUP to MAX_WARMUP calls) until this much time is spent
+MIN_WARMUP, MAX_WARMUP = 2, 5
 
 
 def measure_case(
-    family: str, repeat: int, threads: int, keep_memory: bool, max_edges: int | str | None, block_slots: int | str | None
+    family: str, repeat: int, threads: int, reuse_memory: bool, max_edges: int | str | None, block_slots: int | str | None
 ) -> dict:
     """Run one case in this process and return its measurements (call in a fresh process)."""
     import numpy as np
@@ -61,21 +57,19 @@ def measure_case(
 
     import eqcalc
     from eqcalc.data.structures import water_box
-    from eqcalc.memory import keep_freed_memory
 
     torch.set_num_threads(threads)
-    if keep_memory:
-        keep_freed_memory()
     rss_after_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     start = time.perf_counter()
     torch.manual_seed(0)
     model = eqcalc.build_model(family, species=[1, 8], cutoff=5.0)
     if block_slots == "kernel":
-        calc = eqcalc.EquivariantCalculator(model, dtype="float32", max_edges=max_edges)
+        calc = eqcalc.EquivariantCalculator(model, dtype="float32", max_edges=max_edges, reuse_memory=reuse_memory)
         assert calc.kernels_in_use or family not in ("nequip", "mace"), "the CPU kernel could not be built"
     else:
         calc = eqcalc.EquivariantCalculator(
-            model, dtype="float32", max_edges=max_edges, block_slots=block_slots, kernels=False
+            model, dtype="float32", max_edges=max_edges, block_slots=block_slots, kernels=False,
+            reuse_memory=reuse_memory,
         )
     atoms = water_box(repeat)
     properties = ["energy", "forces", "stress"]
@@ -88,12 +82,12 @@ def measure_case(
     calc.calculate(atoms, properties)
     first_neighbour_seconds = calc.neighbour_seconds
     warmup_calls = 1
-    while time.perf_counter() - tick < WARMUP_SECONDS and warmup_calls < MAX_WARMUP:
+    while warmup_calls < MIN_WARMUP or (time.perf_counter() - tick < WARMUP_SECONDS and warmup_calls < MAX_WARMUP):
         displace()
         calc.calculate(atoms, properties)
         warmup_calls += 1
     times = []
-    for _ in range(timed_calls(len(atoms))):
+    for _ in range(TIMED_CALLS):
         displace()
         tick = time.perf_counter()
         calc.calculate(atoms, properties)
@@ -139,7 +133,7 @@ def run_in_subprocess(family: str, repeat: int, block_slots: str, args: argparse
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     command = [sys.executable, __file__, "--case", family, str(repeat), "--threads", str(args.threads),
                "--max-edges", str(args.max_edges), "--block-slots", block_slots]
-    command += ["--keep-freed-memory"] if args.keep_freed_memory else []
+    command += ["--no-reuse-memory"] if args.no_reuse_memory else []
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"case {family} repeat {repeat} failed:\n{done.stderr}")
@@ -195,7 +189,7 @@ def main() -> None:
     parser.add_argument("--repeats", nargs="+", type=int, default=[1, 2, 3, 4, 5], help="water_box repeats")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--label", default="", help="appended to the output file names, e.g. _malloc-reuse")
-    parser.add_argument("--keep-freed-memory", action="store_true", help="glibc keeps freed memory (see above)")
+    parser.add_argument("--no-reuse-memory", action="store_true", help="calculator reuse_memory=False (see above)")
     parser.add_argument("--max-edges", default="auto", help="calculator max_edges: auto, none or a number")
     parser.add_argument("--block-slots", nargs="+", default=["kernel"],
                         help="kernel (the CPU kernel), or the torch convolutions with block_slots: numbers, auto or none")
@@ -205,7 +199,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.case:
         max_edges, block_slots = calculator_option(args.max_edges), calculator_option(args.block_slots[0])
-        case = measure_case(args.case[0], int(args.case[1]), args.threads, args.keep_freed_memory, max_edges, block_slots)
+        case = measure_case(
+            args.case[0], int(args.case[1]), args.threads, not args.no_reuse_memory, max_edges, block_slots
+        )
         print(json.dumps(case))
         return
 
@@ -250,7 +246,7 @@ def main() -> None:
         [
             header(),
             f"environment: {malloc_env or 'no MALLOC_* variables (glibc malloc defaults)'}; "
-            f"keep_freed_memory: {args.keep_freed_memory}; calculator max_edges: {args.max_edges}, "
+            f"calculator reuse_memory: {not args.no_reuse_memory}, max_edges: {args.max_edges}, "
             f"block_slots: {' / '.join(args.block_slots)}",
             f"energy+forces+stress, float32, cutoff 5 Å, skin 0.5 Å, species [1, 8], default hyperparameters; "
             f"median of the timed calls after the warm-up calls, {DISPLACEMENT_RMS} Å rms displacement "

@@ -63,15 +63,18 @@ def keep_freed_memory() -> bool:
     By default glibc serves every allocation above its mmap threshold (≤ 32 MiB) with a fresh
     mmap and unmaps it on free, so a model evaluation whose per-edge tensors are that large
     page-faults through all of them again on every call: past ~1,500 atoms that doubles the
-    time per step on CPU. With this on, all allocations come from the heap, which is not
-    trimmed, so the same pages are reused call after call; the price is a resident size that
-    stays at its peak (about +50% in the scaling benchmark). Process-wide; returns False
-    where the C library is not glibc (then nothing changes).
+    time per step on CPU. With this on, all allocations come from the heap, which is never
+    trimmed (threshold −1, mallopt(3)), so the same pages are reused call after call; the price
+    is a resident size that stays at its peak (about +50% in the scaling benchmark). A finite
+    trim threshold is not enough: a 12,000-atom step frees more than 1 GiB at the top of the
+    heap, and trimming it made every other call fault its pages in again (~25 faults per atom,
+    +30–50% time). Process-wide and idempotent; returns False where the C library is not glibc
+    (then nothing changes).
     """
     libc = _libc()
     if libc is None:
         return False
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**30))
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, -1))
 
 
 def available_bytes(device: torch.device) -> int | None:

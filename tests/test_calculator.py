@@ -13,6 +13,7 @@ from ase.optimize import BFGS
 import eqcalc
 from eqcalc import EquivariantCalculator
 from eqcalc.data import atoms_to_graph
+from eqcalc.data.structures import water_box
 from eqcalc.models import ModelFileError
 from eqcalc.properties import compute_properties
 
@@ -187,3 +188,23 @@ def test_unknown_element_is_named_by_the_model_itself(schnet64):
     graph = atoms_to_graph(Atoms("HFe", positions=[[0, 0, 0], [1.5, 0, 0]]), schnet64.cutoff)
     with pytest.raises(ValueError, match="contains Fe, which the model does not know"):
         compute_properties(schnet64, graph)
+
+
+@pytest.mark.parametrize("reuse_memory, num_atoms, switched", [(True, 1536, 1), (True, 192, 0), (False, 1536, 0)])
+def test_large_cpu_structures_keep_freed_memory(monkeypatch, schnet64, reuse_memory, num_atoms, switched):
+    """From 1,000 atoms on the calculator switches glibc to reusing freed memory, once per calculator
+    (patched here: the real switch is process-wide; tests/test_memory.py checks what it does)."""
+    calls = []
+    monkeypatch.setattr(eqcalc.calculator, "keep_freed_memory", lambda: calls.append(1) or True)
+    atoms = water_box(2 if num_atoms == 1536 else 1)
+    assert len(atoms) == num_atoms
+    atoms.calc = EquivariantCalculator(schnet64, reuse_memory=reuse_memory)
+    atoms.get_potential_energy()
+    atoms.positions[0] += 0.01
+    atoms.get_potential_energy()
+    assert len(calls) == switched
+
+
+def test_reuse_memory_must_be_a_bool(schnet64):
+    with pytest.raises(ValueError, match="reuse_memory must be True or False"):
+        EquivariantCalculator(schnet64, reuse_memory="yes")

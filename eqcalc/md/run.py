@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from ase import Atoms, units
 from ase.md.md import MolecularDynamics
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from tqdm.auto import tqdm
 
 from ..calculator import EquivariantCalculator, has_stress
-from ..memory import keep_freed_memory
 from ..models.base import AtomisticModel
 from .config import MDConfig, read_yaml, write_yaml
 from .ensembles import build_dynamics, centre_of_mass_constraint, integrator_state, restore_integrator_state
@@ -34,7 +32,6 @@ LOG_FILE = "log.csv"
 CONFIG_FILE = "config.yaml"
 FINAL_FILE = "final.extxyz"
 FS_PER_DAY_TO_NS = 86400.0 * 1e-6  # (fs of simulated time per s) → ns per day
-KEEP_FREED_MEMORY_ATOMS = 1000  # from this size on, CPU runs keep freed memory (eqcalc.memory.keep_freed_memory)
 
 
 @dataclass
@@ -102,7 +99,7 @@ def run(
         overwrite: replace a run already in ``output``.
         progress: show a progress bar with steps/s and ns/day.
         device, dtype: where and in which precision the model runs. CPU runs of 1000 atoms or
-            more switch glibc to keeping freed memory (:func:`eqcalc.memory.keep_freed_memory`).
+            more switch glibc to keeping freed memory (the calculator's ``reuse_memory``).
         compile: run the model through ``torch.compile`` (:mod:`eqcalc.compilation`): faster steps
             after a one-off compilation at the start; needs a C++ compiler on CPU. Like device and
             dtype, a setting of this call, not of the run: a resumed run may change it.
@@ -125,8 +122,6 @@ def run(
         _claim_output(output, overwrite)
         system, previous = atoms.copy(), None
     model_record = os.path.abspath(model) if isinstance(model, (str, os.PathLike)) else None
-    if len(system) >= KEEP_FREED_MEMORY_ATOMS and torch.device(device).type == "cpu":
-        keep_freed_memory()  # the same large buffers every step: reuse pages instead of faulting them in
     calc = EquivariantCalculator(
         model, device=device, dtype=dtype, skin=config.skin, min_distance=config.min_distance, compile=compile
     )
