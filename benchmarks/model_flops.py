@@ -6,7 +6,12 @@ water box (192 atoms, periodic: energy+forces+stress) and aspirin (21 atoms:
 energy+forces). FLOPs are those torch's FlopCounterMode sees in the same call,
 forward and backward (matmul-like kernels only; elementwise work is not counted).
 
-    python benchmarks/model_flops.py [--threads 1] [--repeats 5] [--dtypes float32 float64]
+With ``--kernels`` the FLOPs are still counted on the torch path (the formulation torch sees),
+but the time is that of the CPU kernels with tabulated radial MLPs (what the calculator runs):
+the GFLOP/s are then an equivalent rate, the torch formulation's work per kernel-path second
+(the kernels skip zero Clebsch–Gordan entries and replace the MLPs by splines, so they do less).
+
+    python benchmarks/model_flops.py [--threads 1] [--repeats 5] [--dtypes float32 float64] [--kernels]
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--kernels", action="store_true", help="time the CPU-kernel path (see above)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     peaks = {name: matmul_peak(getattr(torch, name)) for name in args.dtypes}
@@ -71,7 +77,12 @@ def main() -> None:
                     return compute_properties(model, graph, forces=True, stress=stress)
 
                 flops = call_flops(evaluate)
+                if args.kernels and not model.set_inference_kernels(True):
+                    raise SystemExit("--kernels: eqcalc's CPU kernels could not be built here")
+                model.freeze_weights(args.kernels)  # radial tables for the kernel path
                 ms = median_ms(evaluate, args.repeats, warmup=2)
+                model.freeze_weights(False)
+                model.set_inference_kernels(False)
                 gflops = flops / ms / 1e6
                 num_atoms = graph.positions.shape[0]
                 rows.append(
@@ -81,7 +92,9 @@ def main() -> None:
                 print(" | ".join(rows[-1]), flush=True)
     print()
     print(header())
+    timed = "CPU kernels + radial tables (FLOPs: torch formulation)" if args.kernels else "torch path"
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; cutoff {CUTOFF} Å; repeats {args.repeats}; "
+          f"timed: {timed}; "
           + ", ".join(f"1024² matmul peak {name}: {value:.1f} GFLOP/s" for name, value in peaks.items()))
     columns = ["model", "params", "dtype", "system", "MFLOP/atom (fwd+bwd)", "ms/call", "GFLOP/s", "of matmul peak"]
     print(markdown_table(columns, rows))
