@@ -48,9 +48,11 @@ def test_compiled_calculator_equals_eager_without_recompiling(small_nequip, tric
     compiled, eager = EquivariantCalculator(small_nequip, compile=True), EquivariantCalculator(small_nequip)
     small_cell = triclinic_cu * (2, 2, 1)
     assert not paired(small_nequip, small_cell)
+    breaks = sum(counters["graph_break"].values())
     assert_same(evaluate(compiled, small_cell), evaluate(eager, small_cell), abs(evaluate(eager, small_cell)[0]))
     graphs = counters["stats"]["unique_graphs"]
     assert graphs > 0, "nothing was compiled"
+    assert sum(counters["graph_break"].values()) == breaks, dict(counters["graph_break"])  # one graph
 
     # past the skin: a rebuilt neighbour list with another number of edges
     small_cell.rattle(0.4, seed=3)
@@ -102,13 +104,16 @@ def test_compiled_mace_equals_eager_for_any_composition(kernels):
         reference = evaluate(eager, molecule(name))
         assert_same(evaluate(compiled, molecule(name)), reference, abs(reference[0]))
 
-    before = counters["stats"]["unique_graphs"]
+    before, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
     check("CH3CH2OH")
     graphs = counters["stats"]["unique_graphs"]
     assert graphs > before, "nothing was compiled"
     check("CH3OH")  # other counts of H, C and O
     check("CH3COOH")
     assert counters["stats"]["unique_graphs"] == graphs
+    # species check, neighbour slots and species groups are made before the compiled function:
+    # one graph, no breaks (each would cost a guard check and a wrapper on every call)
+    assert sum(counters["graph_break"].values()) == breaks, dict(counters["graph_break"])
 
 
 def test_compiled_chunks_equal_eager(small_nequip):

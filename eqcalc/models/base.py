@@ -173,7 +173,6 @@ class AtomisticModel(nn.Module):
             self.freeze_weights(True)
         return self
 
-    @torch.compiler.disable  # a data-dependent check: stays eager, outside any compiled graph
     def species_indices(self, numbers: torch.Tensor) -> torch.Tensor:
         """numbers (N,) atomic numbers -> (N,) int64 species indices; a clear error for an unknown element."""
         species = self.species_table[numbers]
@@ -207,6 +206,7 @@ class AtomisticModel(nn.Module):
         edge_vectors: torch.Tensor,
         batch: torch.Tensor,
         num_graphs: int,
+        tables: Any = None,
     ) -> torch.Tensor:
         """Raw per-atom outputs.
 
@@ -216,11 +216,58 @@ class AtomisticModel(nn.Module):
             edge_vectors: (E, 3) r_j − r_i (with image shift), Å, in the model dtype.
             batch: (N,) int64 structure index of each atom.
             num_graphs: number of structures.
+            tables: what :meth:`index_tables` made for these arguments (None: make them here, or
+                the family has none).
 
         Returns:
             (N,) dimensionless outputs in the model dtype.
         """
         raise NotImplementedError
+
+    def index_tables(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> Any:
+        """Index tables the family builds from the graph, whose sizes depend on the data (e.g.
+        neighbour slots, atoms grouped by species), for :meth:`atomic_outputs`; arguments as there.
+        :meth:`prepare` makes them eagerly, so that a compiled :meth:`energies` is one graph.
+        None (the default): the family has none."""
+        return None
+
+    @torch.compiler.disable  # data-dependent checks and sizes: eager, outside any compiled graph
+    def prepare(
+        self,
+        numbers: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        batch: torch.Tensor,
+        num_graphs: int,
+    ) -> tuple:
+        """The arguments of :meth:`energies` for those of :meth:`forward`: species checked and
+        indexed (a clear error for an unknown element), one neighbour-less reference atom per
+        species appended as an extra structure, edge vectors in the model dtype, and
+        :meth:`index_tables`."""
+        species = self.species_indices(numbers)
+        references = torch.arange(self.num_species, device=species.device)
+        species = torch.cat([species, references])
+        edge_vectors = edge_vectors.to(self.dtype)
+        batch = torch.cat([batch, torch.full_like(references, num_graphs)])
+        tables = self.index_tables(species, edge_index, edge_vectors)
+        return species, edge_index, edge_vectors, batch, num_graphs + 1, tables
+
+    def energies(
+        self,
+        species: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        batch: torch.Tensor,
+        num_graphs: int,
+        tables: Any,
+    ) -> torch.Tensor:
+        """Per-atom energies (N,) in eV, float64, from what :meth:`prepare` returns: tensor
+        operations only (:func:`eqcalc.compilation.compile_model` compiles this)."""
+        outputs = self.atomic_outputs(species, edge_index, edge_vectors, batch, num_graphs, tables)
+        num_atoms = species.shape[0] - self.num_species
+        species = species[:num_atoms]
+        outputs = outputs[:num_atoms] - outputs[num_atoms:][species]
+        return outputs.to(torch.float64) * self.energy_scale.to(torch.float64) + self.element_energies(species)
 
     def forward(
         self,
@@ -237,15 +284,4 @@ class AtomisticModel(nn.Module):
         outputs come from the same pass: one neighbour-less virtual atom per
         species is appended as an extra structure.
         """
-        species = self.species_indices(numbers)
-        num_atoms = species.shape[0]
-        references = torch.arange(self.num_species, device=species.device)
-        outputs = self.atomic_outputs(
-            torch.cat([species, references]),
-            edge_index,
-            edge_vectors.to(self.dtype),
-            torch.cat([batch, torch.full_like(references, num_graphs)]),
-            num_graphs + 1,
-        )
-        outputs = outputs[:num_atoms] - outputs[num_atoms:][species]
-        return outputs.to(torch.float64) * self.energy_scale.to(torch.float64) + self.element_energies(species)
+        return self.energies(*self.prepare(numbers, edge_index, edge_vectors, batch, num_graphs))

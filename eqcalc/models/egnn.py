@@ -134,6 +134,6 @@ class EGNN(AtomisticModel):
     def message_passing_hops(self) -> int:
         return self.num_layers
 
-    def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs):
+    def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
         features, _ = self.propagate(species, edge_index, edge_vectors)
         return self.readout(features).squeeze(-1)

@@ -381,15 +381,22 @@ class MACE(AtomisticModel):
         """Irreps of the node features after each layer (see :meth:`node_features`)."""
         return [layer.irreps_out for layer in self.layers]
 
+    def index_tables(self, species, edge_index, edge_vectors) -> tuple[NeighbourSlots, SpeciesGroups]:
+        slots = NeighbourSlots.from_edges(edge_index, species.shape[0], edge_vectors)
+        return slots, SpeciesGroups.from_species(species, self.num_species)
+
     def node_features(
-        self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
+        self,
+        species: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        tables: tuple[NeighbourSlots, SpeciesGroups] | None = None,
     ) -> list[torch.Tensor]:
         """Node features after each layer: list of (N, feature_irreps[t].dim) tensors.
 
         Arguments as for :meth:`atomic_outputs`.
         """
-        slots = NeighbourSlots.from_edges(edge_index, species.shape[0], edge_vectors)
-        groups = SpeciesGroups.from_species(species, self.num_species)
+        slots, groups = self.index_tables(species, edge_index, edge_vectors) if tables is None else tables
         radial, sh, distances = self.edge_embedding(edge_vectors, slots)
         one_hot = nn.functional.one_hot(species, self.num_species).to(radial.dtype)
         features = self.embedding(species)
@@ -403,6 +410,6 @@ class MACE(AtomisticModel):
     def message_passing_hops(self) -> int:
         return self.num_layers
 
-    def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs):
-        features = self.node_features(species, edge_index, edge_vectors)
+    def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
+        features = self.node_features(species, edge_index, edge_vectors, tables)
         return sum(readout(h) for readout, h in zip(self.readouts, features)).squeeze(-1)

@@ -116,14 +116,21 @@ class NequIP(AtomisticModel):
         """Irreps of the node features after each layer (see :meth:`node_features`)."""
         return [layer.irreps_out for layer in self.layers]
 
+    def index_tables(self, species, edge_index, edge_vectors) -> NeighbourSlots:
+        return NeighbourSlots.from_edges(edge_index, species.shape[0], edge_vectors)
+
     def node_features(
-        self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
+        self,
+        species: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        tables: NeighbourSlots | None = None,
     ) -> list[torch.Tensor]:
         """Node features after each layer: list of (N, feature_irreps[t].dim) tensors.
 
         Arguments as for :meth:`atomic_outputs`.
         """
-        slots = NeighbourSlots.from_edges(edge_index, species.shape[0], edge_vectors)
+        slots = self.index_tables(species, edge_index, edge_vectors) if tables is None else tables
         radial, sh, distances = self.edge_embedding(edge_vectors, slots)
         features = self.embedding(species)
         outputs = []
@@ -136,5 +143,5 @@ class NequIP(AtomisticModel):
     def message_passing_hops(self) -> int:
         return self.num_layers
 
-    def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs):
-        return self.readout(self.node_features(species, edge_index, edge_vectors)[-1]).squeeze(-1)
+    def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
+        return self.readout(self.node_features(species, edge_index, edge_vectors, tables)[-1]).squeeze(-1)

@@ -154,6 +154,6 @@ class PaiNN(AtomisticModel):
     def message_passing_hops(self) -> int:
         return self.num_interactions
 
-    def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs):
+    def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
         scalars, _ = self.atom_features(species, edge_index, edge_vectors)
         return self.readout(scalars).squeeze(-1)

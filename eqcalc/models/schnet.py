@@ -75,7 +75,7 @@ class SchNet(AtomisticModel):
     def message_passing_hops(self) -> int:
         return self.num_interactions
 
-    def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs):
+    def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
         distances = torch.linalg.vector_norm(edge_vectors, dim=-1)
         radial = self.radial(distances)
         envelope = self.envelope(distances)

@@ -46,7 +46,7 @@ class MorseModel(AtomisticModel):
         decay = torch.exp(-self.alpha * (distances - self.r0))
         return self.depth * ((1 - decay) ** 2 - 1) * self.envelope(distances)
 
-    def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs):
+    def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
         distances = torch.linalg.vector_norm(edge_vectors, dim=-1)
         return 0.5 * scatter_sum(self.pair_energy(distances), edge_index[0], species.shape[0])
 

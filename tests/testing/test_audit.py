@@ -12,8 +12,8 @@ from eqcalc.testing.physics import sample_structures
 class DirectionalSchNet(SchNet):
     """SchNet plus a term depending on the x-component of edge vectors: not rotation invariant."""
 
-    def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs):
-        outputs = super().atomic_outputs(species, edge_index, edge_vectors, batch, num_graphs)
+    def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
+        outputs = super().atomic_outputs(species, edge_index, edge_vectors, batch, num_graphs, tables)
         tilt = torch.zeros_like(outputs).index_add_(0, edge_index[0], 1e-3 * edge_vectors[:, 0] ** 2)
         return outputs + tilt
 
