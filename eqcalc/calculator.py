@@ -212,7 +212,7 @@ class EquivariantCalculator(Calculator):
             )
         if self._keep_freed_memory and len(atoms) >= KEEP_FREED_MEMORY_ATOMS:
             keep_freed_memory()  # the same large buffers every call: reuse pages instead of faulting them in
-            self._keep_freed_memory = False  # done, for the whole process
+            self._keep_freed_memory = False  # done (the switch is process-wide; calling it again is harmless)
         start = time.perf_counter()
         self.neighbours.update(positions, cell, atoms.pbc, atoms.numbers)
         within_cutoff = self._within_cutoff(positions, cell)

@@ -1,4 +1,4 @@
-"""Inference through ``torch.compile``: the model's forward and its autograd backward (forces,
+"""Inference through ``torch.compile``: the model's energies and their autograd backward (forces,
 stress) as fused inductor kernels.
 
 On a CPU most of an irreps model's time goes to many small elementwise kernels and the
@@ -33,7 +33,8 @@ def compile_model(model: AtomisticModel, device: torch.device) -> Callable[..., 
     through more than shapes: the species check, neighbour slots); only the tensor operations of
     :meth:`~eqcalc.models.base.AtomisticModel.energies` are compiled, as one graph (no graph breaks:
     each adds a guard check and a wrapper per call: one graph instead of seven took a 21-atom
-    NequIP call from 4.2–4.8 to 3.6–4.3 ms, fastest of 300 calls).
+    NequIP call from 4.2–4.8 to 3.6–4.3 ms, fastest of 300 calls). A model class that overrides
+    ``forward`` itself is compiled whole instead.
 
     Python floats (cutoff, average neighbour count) are compiled in as constants rather than
     traced as inputs: tracing them makes the first compilation restart and misses torch's on-disk
@@ -48,10 +49,13 @@ def compile_model(model: AtomisticModel, device: torch.device) -> Callable[..., 
                 "CXX environment variable names, and none works. Install one (Debian/Ubuntu: apt install g++), "
                 "set CXX, or use compile=False."
             ) from None
-    compiled = torch.compile(model.energies, dynamic=True)
+    if type(model).forward is not AtomisticModel.forward:  # a family that changes forward: compiled whole
+        compiled, prepare = torch.compile(model, dynamic=True), lambda *args: args
+    else:  # eager: species check and index tables (data-dependent); compiled: one graph
+        compiled, prepare = torch.compile(model.energies, dynamic=True), model.prepare
 
     def evaluate(*args) -> torch.Tensor:
-        prepared = model.prepare(*args)  # eager: species check and index tables (data-dependent)
+        prepared = prepare(*args)
         with torch._dynamo.config.patch(specialize_float=True):
             return compiled(*prepared)
 

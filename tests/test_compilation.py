@@ -48,10 +48,10 @@ def test_compiled_calculator_equals_eager_without_recompiling(small_nequip, tric
     compiled, eager = EquivariantCalculator(small_nequip, compile=True), EquivariantCalculator(small_nequip)
     small_cell = triclinic_cu * (2, 2, 1)
     assert not paired(small_nequip, small_cell)
-    breaks = sum(counters["graph_break"].values())
+    before, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
     assert_same(evaluate(compiled, small_cell), evaluate(eager, small_cell), abs(evaluate(eager, small_cell)[0]))
     graphs = counters["stats"]["unique_graphs"]
-    assert graphs > 0, "nothing was compiled"
+    assert graphs > before, "nothing was compiled"
     assert sum(counters["graph_break"].values()) == breaks, dict(counters["graph_break"])  # one graph
 
     # past the skin: a rebuilt neighbour list with another number of edges
@@ -149,3 +149,11 @@ def test_missing_cpp_compiler_is_named(small_nequip, monkeypatch):
     monkeypatch.setattr("eqcalc.compilation.get_cpp_compiler", no_compiler)
     with pytest.raises(RuntimeError, match="needs a C\\+\\+ compiler"):
         EquivariantCalculator(small_nequip, compile=True)
+
+
+def test_unknown_element_is_named_with_compile(small_nequip):
+    """The species check runs eagerly before the compiled graph: the same clear error."""
+    atoms = Atoms("HAu", positions=[[0, 0, 0], [1.6, 0, 0]])
+    atoms.calc = EquivariantCalculator(small_nequip, compile=True)
+    with pytest.raises(ValueError, match="contains Au, which the model does not know"):
+        atoms.get_potential_energy()

@@ -80,6 +80,8 @@ def test_keep_freed_memory_stops_page_faults_on_reused_buffers():
         print(default, switched, faults(64, 5)[2], faults(1280, 5)[2])
         """
     )
+    if (available_bytes(torch.device("cpu")) or 0) < 4 * 2**30:
+        pytest.skip("needs about 3 GiB of free memory (a 1.25 GiB buffer, kept)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     default, switched, kept, kept_large = done.stdout.split()
     if switched != "True":

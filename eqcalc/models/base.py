@@ -1,7 +1,9 @@
 """Base class for every model family: species handling, energy shift and scale.
 
 A family implements :meth:`AtomisticModel.atomic_outputs`, mapping species and
-edge vectors to one dimensionless scalar per atom. The base class turns those
+edge vectors to one dimensionless scalar per atom (and, where it needs index tables
+whose sizes depend on the data, :meth:`AtomisticModel.index_tables`, whose result
+atomic_outputs receives as its ``tables`` argument). The base class turns those
 into per-atom energies in eV,
 
     E_i = scale · e_i + shift[Z_i],
@@ -173,6 +175,7 @@ class AtomisticModel(nn.Module):
             self.freeze_weights(True)
         return self
 
+    @torch.compiler.disable  # a data-dependent check: stays eager, outside any compiled graph
     def species_indices(self, numbers: torch.Tensor) -> torch.Tensor:
         """numbers (N,) atomic numbers -> (N,) int64 species indices; a clear error for an unknown element."""
         species = self.species_table[numbers]
