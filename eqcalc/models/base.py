@@ -166,13 +166,19 @@ class AtomisticModel(nn.Module):
                 "frozen values would not train."
             )
         self.weights_frozen = bool(enabled)
+        self._tabulate_radial_functions()
+
+    def _tabulate_radial_functions(self) -> None:
+        """While frozen, radial tables for the convolutions whose CPU kernel is on; else none."""
         for convolution in self._convolutions():
-            convolution.tabulate(self.edge_embedding if enabled and convolution.use_kernel else None)
+            convolution.tabulate(self.edge_embedding if self.weights_frozen and convolution.use_kernel else None)
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
-        if self.weights_frozen:  # precomputed again from the converted parameters
-            self.freeze_weights(True)
+        # tables again from the converted parameters: a table needs the embedding beside its
+        # convolution, so the model re-forms it (MACE's product bases re-form themselves)
+        if self.weights_frozen:
+            self._tabulate_radial_functions()
         return self
 
     @torch.compiler.disable  # a data-dependent check: stays eager, outside any compiled graph
