@@ -6,6 +6,7 @@ import copy
 from dataclasses import dataclass
 import math
 import os
+import threading
 import time
 
 import numpy as np
@@ -195,8 +196,23 @@ class EquivariantCalculator(Calculator):
         self._plan: list[Chunk] = []  # chunks of the current skin list …
         self._plan_build = -1  # … made for this neighbour-list build
         self._skin_plan_failed = -1  # the build whose skin list could not be split into pieces within the limit
+        self._in_use = threading.Lock()  # held during a calculation (see calculate)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        """ASE's entry point. One calculation at a time: a calculator is not thread-safe (its
+        neighbour list, chunk plans and results are its state), so a call while another thread's
+        is running raises RuntimeError instead of mixing the two; use one calculator per thread."""
+        if not self._in_use.acquire(blocking=False):
+            raise RuntimeError(
+                "EquivariantCalculator.calculate was called while another thread was using the same "
+                "calculator; a calculator is not thread-safe: give each thread its own calculator."
+            )
+        try:
+            self._calculate(atoms, properties, system_changes)
+        finally:
+            self._in_use.release()
+
+    def _calculate(self, atoms, properties, system_changes):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         positions = atoms.positions

@@ -177,11 +177,42 @@ def _per_frame_arrays(frames: Frame | Trajectory) -> dict[str, Any]:
     }
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def check_not_truncated(path: Path) -> None:
+    """Raise ValueError if ``path`` is shorter than the end-of-file address its HDF5 superblock
+    records (versions 2 and 3, which libver="latest" writes: signature, version, sizes of offsets
+    and lengths, flags, then the base, extension and end-of-file addresses).
+
+    HDF5 makes this check itself except in single-writer/multiple-reader mode, where a truncated
+    file (a copy cut short, a full disk) sends it into an endless metadata retry loop instead.
+    The writer flushes after every frame, which sets the file's size to that address, so a killed
+    run's file passes."""
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if not head.startswith(HDF5_SIGNATURE) or len(head) < 12 or head[8] not in (2, 3):
+        return  # not HDF5, or an older superblock: h5py itself says what is wrong
+    size_of_offsets = head[9]
+    base, eof = (
+        int.from_bytes(head[start:start + size_of_offsets], "little")
+        for start in (12, 12 + 2 * size_of_offsets)
+    )
+    size = path.stat().st_size
+    if size < base + eof:
+        raise ValueError(
+            f"{str(path)!r} is truncated: it holds {size:,} of the {base + eof:,} bytes its HDF5 header "
+            "records (a partial copy, or a full disk), so its frames cannot be recovered; use a complete copy."
+        )
+
+
 def read_trajectory(path: str | os.PathLike) -> Trajectory:
-    """Read every complete frame of an eqcalc HDF5 trajectory (also of a running or killed run)."""
+    """Read every complete frame of an eqcalc HDF5 trajectory (also of a running or killed run);
+    a truncated file raises ValueError (see :func:`check_not_truncated`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Trajectory {str(path)!r} does not exist.")
+    check_not_truncated(path)
     try:
         handle = h5py.File(path, "r", swmr=True)
     except OSError as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 
 import torch
@@ -53,6 +54,9 @@ class BesselBasis(nn.Module):
         return self.prefactor * torch.sin(self.frequencies * d) / d
 
 
+_FORWARD_AD_LOCK = threading.Lock()
+
+
 class RadialSpline(nn.Module):
     """A radial function R: [r_0, r_c) → R^O (zero from r_c on) tabulated as a cubic Hermite spline.
 
@@ -86,7 +90,8 @@ class RadialSpline(nn.Module):
         while True:
             self.spacing = (self.cutoff - self.START) / intervals
             knots = self.START + torch.arange(intervals + 1, dtype=torch.float64) * self.spacing
-            values, derivatives = torch.func.jvp(function, (knots,), (torch.ones_like(knots),))  # forward mode: dR/dr
+            with _FORWARD_AD_LOCK:  # torch.func's transform levels are process-wide, not per thread
+                values, derivatives = torch.func.jvp(function, (knots,), (torch.ones_like(knots),))  # dR/dr
             slopes = derivatives * self.spacing
             exact = function(knots[:-1] + 0.5 * self.spacing)
             # the spline at t = ½: ½ (V_i + V_i+1) + ⅛ (S_i − S_i+1)

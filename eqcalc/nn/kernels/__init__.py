@@ -16,7 +16,8 @@ the radial MLPs of frozen NequIP and MACE models) as cubic Hermite splines
 and nothing kept for the backward pass but the distances.
 
 The source is compiled by ``torch.utils.cpp_extension`` into torch's extension cache
-(``~/.cache/torch_extensions``, or ``$TORCH_EXTENSIONS_DIR``) the first time it is needed:
+(``~/.cache/torch_extensions``, or ``$TORCH_EXTENSIONS_DIR``; :func:`build_directory`) the first
+time it is needed, one process at a time (a build interrupted by a kill is detected and redone):
 15–20 s, once per CPU type (the build is tuned to the CPU it runs on, and named after it, so
 a home directory shared by different nodes keeps one build per CPU type). Without a working
 C++ compiler, or with ``EQCALC_KERNELS=0`` in the environment, :func:`available` is False and
@@ -28,11 +29,13 @@ forces) runs the torch path; a second derivative through the kernel raises an er
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import platform
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -66,9 +69,18 @@ def _cpu_fingerprint() -> str:
     return hashlib.sha1(repr(sorted(fields.items())).encode()).hexdigest()[:10]
 
 
-@functools.cache
+_BUILD_LOCK = threading.Lock()
+
+
 def available() -> bool:
-    """Whether the kernels are built and loaded: :func:`build` on the first call, its answer after."""
+    """Whether the kernels are built and loaded: :func:`build` on the first call, its answer
+    after (thread-safe: threads that ask during the first build wait for its answer)."""
+    with _BUILD_LOCK:
+        return _built()
+
+
+@functools.cache
+def _built() -> bool:
     return build()
 
 
@@ -81,13 +93,17 @@ def build() -> bool:
         from torch.utils.cpp_extension import load
 
         _put_ninja_on_path()
-        load(
-            f"eqcalc_kernels_{_cpu_fingerprint()}",
-            [str(source) for source in SOURCES],
-            extra_cflags=["-O3", "-march=native", *OPENMP],
-            extra_ldflags=OPENMP,
-            is_python_module=False,
-        )
+        name = f"eqcalc_kernels_{_cpu_fingerprint()}"
+        directory = build_directory(name)
+        with _exclusive_build(directory):
+            load(
+                name,
+                [str(source) for source in SOURCES],
+                extra_cflags=["-O3", "-march=native", *OPENMP],
+                extra_ldflags=OPENMP,
+                build_directory=str(directory),
+                is_python_module=False,
+            )
     except Exception as error:  # no compiler, no ninja, a failed build: keep the torch path
         warnings.warn(
             f"eqcalc's CPU kernels could not be built ({type(error).__name__}: {str(error)[-500:]}); "
@@ -98,6 +114,48 @@ def build() -> bool:
         return False
     _register_autograd_and_shapes()
     return True
+
+
+def build_directory(name: str) -> Path:
+    """Where the kernels named ``name`` are built: torch's extension cache
+    (``$TORCH_EXTENSIONS_DIR``, else ``~/.cache/torch_extensions``), one folder per Python ABI and
+    torch version."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    python = f"py{sys.version_info.major}{sys.version_info.minor}{getattr(sys, 'abiflags', '')}"
+    directory = root / f"{python}_torch{torch.__version__}" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@contextlib.contextmanager
+def _exclusive_build(directory: Path):
+    """Hold an exclusive ``flock`` on ``directory/eqcalc.lock`` while torch builds or loads there.
+
+    torch's own lock is a file that exists while a build runs; a build that is killed leaves it
+    behind, and every later build waits on it forever. The kernel lock is released by the kernel
+    when its holder dies, and whoever holds it is the only eqcalc process building in
+    ``directory``, so a torch lock found then is stale: it is removed, with a warning."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: torch's lock alone
+        yield
+        return
+    with open(directory / "eqcalc.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            stale = directory / "lock"
+            if stale.exists():
+                warnings.warn(
+                    f"removed a stale build lock {stale} left by an interrupted build of eqcalc's kernels; "
+                    "building again.",
+                    stacklevel=4,
+                )
+                stale.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _put_ninja_on_path() -> None:
