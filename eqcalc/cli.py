@@ -7,6 +7,7 @@ line), ``add_arguments(parser)`` and ``run(args) -> int``.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -45,8 +46,15 @@ def main(argv: list[str] | None = None) -> int:
 
             torch.set_num_threads(args.threads)
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:
         print(f"eqcalc {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a read-only or missing folder: the system's words plus the fix
+        if err.errno == errno.ENOSPC:
+            fix = "free some space and run again (--resume continues an md or train run)"
+        else:
+            fix = "check the path and its permissions"
+        print(f"eqcalc {args.command}: error: {err}; {fix}.", file=sys.stderr)
         return 2
 
 

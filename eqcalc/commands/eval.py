@@ -40,6 +40,21 @@ def prediction_frames(structures, predictions, source: str):
     return frames
 
 
+def check_finite(predictions, source: str) -> None:
+    """FloatingPointError naming the structures whose predicted energy, forces or stress is NaN or inf."""
+    import numpy as np
+
+    bad = [
+        index for index, p in enumerate(predictions)
+        if not (np.isfinite(p.energy) and np.isfinite(p.forces).all() and (p.stress is None or np.isfinite(p.stress).all()))
+    ]
+    if bad:
+        raise FloatingPointError(
+            f"{source}: the model predicts non-finite values (NaN or inf) for {len(bad)} of {len(predictions)} "
+            f"structures (first: index {bad[0]}); the model file is damaged or its training diverged."
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     import ase.io
 
@@ -64,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"{path}: {err}") from None
         dataset = GraphDataset(structures, model.cutoff, path)
         predictions = predict(model, dataset, batch_size=args.batch_size, device=args.device)
+        check_finite(predictions, path)
         results[path] = grouped_errors(dataset, predictions)
         if args.plots:
             write_parity_plot(Path(args.plots) / f"{Path(path).stem}_parity.png", structures, predictions, title=path)
