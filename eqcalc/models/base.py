@@ -15,9 +15,11 @@ energies (sums of many E_i around −10³ eV) keep their precision.
 from __future__ import annotations
 
 import inspect
+import operator
 from typing import Any, ClassVar, Sequence
 
 import torch
+from ase.data import chemical_symbols
 from torch import nn
 
 from ..data.validation import check_species
@@ -25,6 +27,22 @@ from ..nn import kernels
 from ..nn.irreps import EquivariantConvolution
 
 MAX_ATOMIC_NUMBER = 118
+
+
+def atomic_numbers(species: Sequence[int | str]) -> list[int]:
+    """Element symbols ("H", "O") or atomic numbers (1, 8), in any mix -> atomic numbers;
+    ValueError naming the entry that is neither."""
+    if isinstance(species, (str, bytes)) or not hasattr(species, "__iter__"):
+        raise ValueError(f"species must be a list of element symbols or atomic numbers, e.g. ['H', 'O'], got {species!r}.")
+    numbers = []
+    for entry in species:
+        if isinstance(entry, str) and entry in chemical_symbols[1:]:
+            numbers.append(chemical_symbols.index(entry))
+        elif hasattr(entry, "__index__") and not isinstance(entry, (bool, str)):
+            numbers.append(operator.index(entry))
+        else:
+            raise ValueError(f"species entry {entry!r} is neither an element symbol (e.g. 'O') nor an atomic number.")
+    return numbers
 
 
 class ElementEnergies(nn.Module):
@@ -52,7 +70,7 @@ class AtomisticModel(nn.Module):
     """An energy model E = Σ_i E_i over atoms, E_i from a local environment.
 
     Args:
-        species: atomic numbers the model knows (order defines species indices).
+        species: elements the model knows, as atomic numbers or symbols (order defines species indices).
         cutoff: interaction radius r_c in Å.
         avg_num_neighbors: neighbour sums are divided by this (from training data).
         atomic_energies: per-species reference energies in eV, ordered as ``species``.
@@ -71,7 +89,7 @@ class AtomisticModel(nn.Module):
         energy_scale: float = 1.0,
     ):
         super().__init__()
-        species = [int(z) for z in species]
+        species = atomic_numbers(species)
         if not species or len(set(species)) != len(species):
             raise ValueError(f"species must be a non-empty list of distinct atomic numbers, got {species}.")
         if any(not 1 <= z <= MAX_ATOMIC_NUMBER for z in species):

@@ -5,11 +5,17 @@ and tensors, so ``torch.load(path, weights_only=True)`` reads it safely:
 
     {"format": "eqcalc-model", "format_version": 1, "eqcalc_version": str,
      "family": str, "dtype": "float32" | "float64", "config": dict,
-     "state_dict": {name: tensor}}
+     "state_dict": {name: tensor}, "checksum": str}
+
+``checksum`` (SHA-256 of the tensors' names, dtypes, shapes and bytes; files written before it
+existed have none) is checked at load, and so are the tensors' dtypes and shapes against the
+family's own: a bit flip in the weights or a tensor of the wrong kind is an error, not a changed
+energy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import zipfile
@@ -49,10 +55,21 @@ def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
+def tensors_checksum(state_dict: dict) -> str:
+    """SHA-256 (hex) of a state_dict's names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def model_payload(model: AtomisticModel) -> dict:
     """The plain dict that :func:`save_model` writes."""
     from .. import __version__
 
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -60,7 +77,8 @@ def model_payload(model: AtomisticModel) -> dict:
         "family": model.family,
         "dtype": dtype_name(model.dtype),
         "config": model.config(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state_dict,
+        "checksum": tensors_checksum(state_dict),
     }
 
 
@@ -88,8 +106,17 @@ def load_weights_only(path: Path, error: type[Exception], kind: str, fix: str) -
 def read_model_file(path: str | os.PathLike) -> dict:
     """Load and validate a model file's dict without building the model."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{str(path)!r} is a directory, not a model file. Give the path of a .pt file in it.")
     if not path.is_file():
         raise ModelFileError(f"Model file {str(path)!r} does not exist. Check the path, or train one with `eqcalc train`.")
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if not (head == b"PK" or head[:1] == b"\x80"):  # torch.save: a zip archive, or a bare pickle (old format)
+        raise ModelFileError(
+            f"{str(path)!r} is not a PyTorch file (neither a zip archive nor a pickle: text, another "
+            "format or random bytes). eqcalc models are written by eqcalc.save_model / eqcalc train."
+        )
     payload = load_weights_only(
         path, ModelFileError, "model", "Use an intact copy, or re-save the model with eqcalc.save_model(model, path)."
     )
@@ -108,20 +135,68 @@ def read_model_file(path: str | os.PathLike) -> dict:
             f"{str(path)!r} holds a model of unknown family {payload.get('family')!r}; "
             f"this eqcalc knows {sorted(MODEL_FAMILIES)}."
         )
+    problems = [
+        f"{key!r} {what}" for key, ok, what in (
+            ("dtype", payload.get("dtype") in DTYPES, f"must be one of {sorted(DTYPES)}, got {payload.get('dtype')!r}"),
+            ("config", isinstance(payload.get("config"), dict), "is missing or not a mapping"),
+            ("state_dict", isinstance(payload.get("state_dict"), dict)
+             and all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values()),
+             "is missing or not a mapping of names to tensors"),
+        ) if not ok
+    ]
+    if problems:
+        raise ModelFileError(f"{str(path)!r}: {'; '.join(problems)}. {DAMAGED}")
+    if "checksum" in payload and payload["checksum"] != tensors_checksum(payload["state_dict"]):
+        raise ModelFileError(
+            f"{str(path)!r}: its tensors do not match the checksum stored with them (the file was damaged "
+            f"or edited after it was written). {DAMAGED}"
+        )
     return payload
 
 
+DAMAGED = "The file is damaged or was edited by hand: use an intact copy, or re-save the model with eqcalc.save_model."
+
+
 def model_from_payload(payload: dict, source: str = "the model") -> AtomisticModel:
-    """Build the model a payload (see :func:`model_payload`) describes, in its stored dtype, on the CPU."""
-    model = build_model(payload["family"], **payload["config"]).to(DTYPES[payload["dtype"]])
+    """Build the model a payload (see :func:`model_payload`) describes, in its stored dtype, on the
+    CPU. Its tensors must have the names, shapes and kinds (floating point or integer) of the
+    family's own; where the family builds on PyTorch's meta device, the sizes are checked there
+    first, so a config asking for far more parameters than the file holds allocates nothing."""
+    family, config = payload["family"], payload["config"]
+    stored = payload["state_dict"]
     try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise ModelFileError(
-            f"{source}: the weights do not match the stored config ({err}). The file is corrupt "
-            "or was edited by hand."
-        ) from err
+        try:
+            with torch.device("meta"):
+                skeleton = build_model(family, **config)
+        except (ValueError, TypeError):
+            raise
+        except Exception:  # a family whose construction computes values (Clebsch–Gordan tables): no dry run
+            skeleton = None
+        if skeleton is not None:
+            _check_tensors(skeleton.state_dict(), stored, source)
+        model = build_model(family, **config).to(DTYPES[payload["dtype"]])
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise ModelFileError(f"{source}: its config does not build a {family!r} model ({err}). {DAMAGED}") from err
+    _check_tensors(model.state_dict(), stored, source)
+    model.load_state_dict(stored)
     return model
+
+
+def _check_tensors(expected: dict, stored: dict, source: str) -> None:
+    """ModelFileError unless ``stored`` has ``expected``'s names, shapes and kinds of dtype."""
+    missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    wrong = [
+        f"{name}: {tuple(stored[name].shape)} {stored[name].dtype}, expected {tuple(tensor.shape)} {tensor.dtype}"
+        for name, tensor in expected.items() if name in stored and (
+            stored[name].shape != tensor.shape or stored[name].dtype.is_floating_point != tensor.dtype.is_floating_point
+        )
+    ]
+    if missing or unexpected or wrong:
+        details = [f"missing {missing[:3]}" if missing else "", f"unexpected {unexpected[:3]}" if unexpected else "",
+                   "; ".join(wrong[:3])]
+        raise ModelFileError(
+            f"{source}: the weights do not match the stored config ({'; '.join(d for d in details if d)}). {DAMAGED}"
+        )
 
 
 def load_model(
