@@ -20,7 +20,7 @@ from .data.validation import MIN_DISTANCE, check_min_distance, check_positions
 from .data.verlet import VerletNeighbourList
 from .models.base import AtomisticModel
 from .memory import available_bytes, keep_freed_memory, measure_peak
-from .models.io import load_model, resolve_dtype
+from .models.io import load_model, resolve_device, resolve_dtype
 from .properties import compute_properties
 
 
@@ -150,6 +150,7 @@ class EquivariantCalculator(Calculator):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        device = resolve_device(device)
         if isinstance(model, AtomisticModel):
             target = resolve_dtype(dtype) or model.dtype
             model = copy.deepcopy(model).to(device=device, dtype=target)

@@ -75,7 +75,16 @@ def read_structure(path) -> Atoms:
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"Structure file {str(path)!r} does not exist.")
-    return read(path)
+    try:
+        atoms = read(path)
+    except Exception as err:  # ASE's readers raise many kinds (UnknownFileTypeError, StopIteration, …)
+        raise ValueError(
+            f"{str(path)!r} could not be read as a structure ({type(err).__name__}: {err}); give a file "
+            "ase.io.read reads (extxyz, POSCAR, cif, …), or name its format in the extension."
+        ) from None
+    if len(atoms) == 0:
+        raise ValueError(f"{str(path)!r} holds a structure with no atoms.")
+    return atoms
 
 
 def run(args: argparse.Namespace) -> int:

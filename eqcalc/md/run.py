@@ -127,6 +127,11 @@ def run(
     )
     system.calc = calc
     system.set_constraint(centre_of_mass_constraint(config))
+    if system.get_number_of_degrees_of_freedom() < 1:
+        raise ValueError(
+            f"The structure has {len(system)} atom(s) and no degree of freedom left once the centre of mass "
+            "is fixed, so it has no temperature; MD needs at least 2 atoms."
+        )
     rng = np.random.default_rng(config.seed)
     if not resume:
         _initial_velocities(system, config, rng)

@@ -202,7 +202,8 @@ class AtomisticModel(nn.Module):
     @torch.compiler.disable  # a data-dependent check: stays eager, outside any compiled graph
     def species_indices(self, numbers: torch.Tensor) -> torch.Tensor:
         """numbers (N,) atomic numbers -> (N,) int64 species indices; a clear error for an unknown element."""
-        species = self.species_table[numbers]
+        outside = (numbers < 0) | (numbers > MAX_ATOMIC_NUMBER)  # no such element: no row of the table
+        species = self.species_table[numbers.clamp(0, MAX_ATOMIC_NUMBER)].masked_fill(outside, -1)
         if bool((species < 0).any()):
             check_species(numbers.cpu().numpy(), self.species)
         return species

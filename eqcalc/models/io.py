@@ -45,6 +45,22 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     raise ValueError(f"Unsupported dtype {dtype!r}; use 'float32' or 'float64' (or None for the model's own).")
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device that this torch can use: ValueError naming the device and the fix otherwise
+    (a CUDA device with a CPU-only torch or no GPU visible; an unknown name)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"Unknown device {device!r} ({err}); use 'cpu', 'cuda' or 'cuda:N'.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise ValueError(f"device {str(device)!r} was asked for, but {why}; use device='cpu'.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} does not exist: {torch.cuda.device_count()} GPU(s) visible.")
+    return device
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in DTYPES.items()}[dtype]
 
@@ -204,6 +220,7 @@ def load_model(
 ) -> AtomisticModel:
     """Load a model file written by :func:`save_model`, on ``device`` in ``dtype``
     (None keeps the dtype it was saved in)."""
+    device = resolve_device(device)
     model = model_from_payload(read_model_file(path), source=str(path))
     target = resolve_dtype(dtype) or model.dtype
     return model.to(device=device, dtype=target).eval()
