@@ -10,6 +10,7 @@ simply lacks it (the loss masks it); a key that no frame has is an error.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -111,11 +112,44 @@ def _available_keys(frames: list[Atoms]) -> str:
     return f"info keys {info}, per-atom arrays {arrays}, calculator results {results}"
 
 
+def _frame_list(indices: list[int]) -> str:
+    """"frame 3 has" / "4 frames (3, 8, 9, …) have"."""
+    if len(indices) == 1:
+        return f"frame {indices[0]} has"
+    shown = ", ".join(str(i) for i in indices[:5]) + (", …" if len(indices) > 5 else "")
+    return f"{len(indices)} frames ({shown}) have"
+
+
+def _warn_dropped_labels(frames, structures, quantity: str, key: str | None, source: str) -> None:
+    """Warn, with counts and frame numbers, where frames lose a label that other frames have:
+    a non-finite value (NaN/inf), or no value under the key (for stress: periodic frames only).
+    A quantity that no frame has is silent."""
+    labelled = [getattr(s, quantity) is not None for s in structures]
+    if not any(labelled):
+        return
+    found = [_find(a, quantity, key) is not None for a in frames]
+    non_finite = [i for i, (f, ok) in enumerate(zip(found, labelled)) if f and not ok]
+    # a molecule beside crystals has no stress to lose
+    missing = [i for i, (f, a) in enumerate(zip(found, frames)) if not f and (quantity != "stress" or a.pbc.all())]
+    name = repr(key) if key else "any of the usual keys"
+    for indices, why in ((non_finite, f"non-finite {quantity} values (NaN or inf)"),
+                         (missing, f"no {quantity} under {name}")):
+        if indices:
+            warnings.warn(
+                f"{source}: {_frame_list(indices)} {why}: their {quantity} labels are dropped "
+                f"({sum(labelled)} of {len(frames)} frames keep one).",
+                stacklevel=3,
+            )
+
+
 def structures_from_frames(
     frames: Iterable[Atoms], keys: LabelKeys = LabelKeys(), source: str = "input", require_labels: bool = True
 ) -> list[LabelledStructure]:
     """Convert ASE frames, checking that every explicitly named key occurs in at least one frame."""
     frames = list(frames)
+    empty = [i for i, a in enumerate(frames) if len(a) == 0]
+    if empty:
+        raise ValueError(f"{source}: {_frame_list(empty)} no atoms; remove {'it' if len(empty) == 1 else 'them'}.")
     structures = [structure_from_atoms(a, keys, f"{source}, frame {i}") for i, a in enumerate(frames)]
     for quantity in ("energy", "forces", "stress"):
         key = getattr(keys, quantity)
@@ -124,6 +158,7 @@ def structures_from_frames(
                 f"{source}: no frame has a {quantity} under the key {key!r}. Available: {_available_keys(frames)}. "
                 f"Fix --{quantity}-key (or {quantity}_key in the config)."
             )
+        _warn_dropped_labels(frames, structures, quantity, key, source)
     if require_labels and frames and not any(s.has_labels for s in structures):
         raise ValueError(
             f"{source}: found no energy, forces or stress in any frame. Available: {_available_keys(frames)}. "
