@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import os
 import tempfile
 from contextlib import contextmanager
@@ -17,13 +18,37 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporaries of earlier writes of ``path`` whose writer process is gone (a kill
+    inside :func:`atomic_path`); returns them. Their names carry the writer's process id."""
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.pid*.tmp"):
+        pid = tmp.name[len(path.name) + 5:].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write to; on success it is flushed to disk, given
-    normal permissions and renamed over ``path``; on an exception it is removed."""
+    normal permissions and renamed over ``path``; on an exception it is removed. Temporaries that
+    a killed earlier write of ``path`` left behind are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
     try:
