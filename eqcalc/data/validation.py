@@ -42,8 +42,23 @@ def check_min_distance(
         return
     k = int(np.argmin(distances))
     if distances[k] < threshold:
-        i, j = int(edge_index[0, k]), int(edge_index[1, k])
-        raise ValueError(
-            f"Atoms {i} and {j} are {distances[k]:.4f} Å apart (closer than {threshold} Å): overlapping "
+        raise CloseContactError(int(edge_index[0, k]), int(edge_index[1, k]), float(distances[k]), threshold)
+
+
+class CloseContactError(ValueError):
+    """Two atoms closer than the allowed minimum distance; the message reads as a problem of the input."""
+
+    def __init__(self, i: int, j: int, distance: float, threshold: float):
+        self.i, self.j, self.distance, self.threshold = i, j, distance, threshold
+        super().__init__(
+            f"Atoms {i} and {j} are {distance:.4f} Å apart (closer than {threshold} Å): overlapping "
             "atoms, usually a duplicated atom or a wrong unit (Bohr vs Å, fractional vs Cartesian)."
+        )
+
+    def during_dynamics(self, step: int) -> str:
+        """The same contact described as what happened at ``step`` of a run that started sound."""
+        return (
+            f"atoms {self.i} and {self.j} came {self.distance:.4f} Å apart at step {step} (closer than "
+            f"min_distance {self.threshold} Å): they collided, so the model let the structure leave its "
+            "training data (or the timestep is too large)"
         )

@@ -20,6 +20,7 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from tqdm.auto import tqdm
 
 from ..calculator import EquivariantCalculator, has_stress
+from ..data.validation import CloseContactError
 from ..models.base import AtomisticModel
 from .config import MDConfig, read_yaml, write_yaml
 from .ensembles import build_dynamics, centre_of_mass_constraint, integrator_state, restore_integrator_state
@@ -170,7 +171,10 @@ def run(
             try:
                 dynamics.step()
                 frame = _snapshot(system, dynamics, step, config)
-            except (ValueError, FloatingPointError) as err:  # the calculator's contact and finiteness checks
+            except CloseContactError as err:  # the calculator's contact check, mid-run
+                stop_reason = err.during_dynamics(step)
+                break
+            except (ValueError, FloatingPointError) as err:  # the calculator's finiteness checks
                 stop_reason = str(err)
                 break
             stop_reason = guards.check(frame.potential_energy, frame.forces, system.get_temperature())
