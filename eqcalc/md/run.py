@@ -7,9 +7,11 @@ momenta) and ``config.yaml`` (the settings, reused by ``resume=True``).
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from .config import MDConfig, read_yaml, write_yaml
 from .ensembles import build_dynamics, centre_of_mass_constraint, integrator_state, restore_integrator_state
 from .guards import Guards
 from .log import ThermoLog, plot_log
-from .trajectory import Frame, Trajectory, TrajectoryWriter, frame_atoms, read_trajectory
+from .trajectory import DiskFullError, Frame, Trajectory, TrajectoryWriter, frame_atoms, read_trajectory
 
 TRAJECTORY_FILE = "trajectory.h5"
 LOG_FILE = "log.csv"
@@ -162,7 +164,7 @@ def run(
     if not resume:
         writer.append(first)
         _log_row(log, system, first, periodic)
-    last_good, written_step, stop_reason = first, start, None
+    last_good, written_step, stop_reason, disk_full = first, start, None, False
     neighbour_start, rebuilds_start = calc.neighbour_seconds, calc.neighbours.num_builds
     clock = time.perf_counter()
     bar = tqdm(total=config.steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True)
@@ -182,7 +184,11 @@ def run(
                 break
             last_good = frame
             if step % config.traj_interval == 0 or step == config.steps:
-                writer.append(frame)
+                try:
+                    writer.append(frame)
+                except DiskFullError as err:
+                    stop_reason, disk_full = err.strerror, True
+                    break
                 written_step = step
             if step % config.log_interval == 0:
                 _log_row(log, system, frame, periodic)
@@ -192,14 +198,21 @@ def run(
                 bar.update(1)
     finally:
         elapsed = time.perf_counter() - clock
-        if written_step != last_good.step:  # stopped early: end with the last good state
+        if written_step != last_good.step and not disk_full:  # stopped early: end with the last good state
             writer.append(last_good)
         writer.close()
         log.close()
         bar.close()
+    if disk_full:  # the trajectory's last frame is the state to resume from
+        last_good = read_trajectory(output / TRAJECTORY_FILE).frame(-1)
     final = frame_atoms(last_good, system.numbers, system.get_masses(), system.pbc)
-    final.write(output / FINAL_FILE)
-    plot_log(output / LOG_FILE, output)
+    try:
+        final.write(output / FINAL_FILE)
+        plot_log(output / LOG_FILE, output)
+    except OSError as err:  # derived files: the trajectory and the log hold the run
+        if err.errno != errno.ENOSPC:
+            raise
+        warnings.warn(f"no space left for {FINAL_FILE} and the plots in {str(output)!r}: {err}", stacklevel=2)
     steps_done = last_good.step - start
     rate = steps_done / elapsed if elapsed > 0 else 0.0
     return MDResult(

@@ -18,6 +18,7 @@ rewrites it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass, field
@@ -154,7 +155,9 @@ class TrajectoryWriter:
         self._handle.swmr_mode = True
 
     def append(self, frame: Frame) -> None:
-        """Write one frame and flush it to disk."""
+        """Write one frame and flush it to disk; :class:`DiskFullError` (nothing written) when the
+        disk may not hold it (see :meth:`space_needed`)."""
+        check_free_space(self.path.parent, self.space_needed())
         index = self._handle["step"].shape[0]
         for name, value in _per_frame_arrays(frame).items():
             dataset = self._handle[name]
@@ -162,8 +165,43 @@ class TrajectoryWriter:
             dataset[index] = value
         self._handle.flush()
 
+    def space_needed(self) -> int:
+        """Bytes the next frame may take on disk: a new chunk of every dataset (HDF5 allocates a
+        whole chunk when a frame starts one) plus room for the metadata, log rows and plots."""
+        chunks = sum(d.chunks[0] * d.dtype.itemsize * int(np.prod(d.shape[1:], dtype=np.int64))
+                     for d in self._datasets())
+        return 2 * chunks + RESERVED_BYTES
+
+    def _datasets(self) -> list[h5py.Dataset]:
+        found = []
+        self._handle.visititems(lambda _, item: found.append(item) if isinstance(item, h5py.Dataset) and item.chunks else None)
+        return found
+
     def close(self) -> None:
         self._handle.close()
+
+
+RESERVED_BYTES = 1 << 18  # beyond the chunks of a frame: superblock and index updates, a log row, final plots
+
+
+class DiskFullError(OSError):
+    """The disk is about to be full: stop writing before HDF5 fails in the middle of a frame."""
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """DiskFullError naming the folder and the fix if its file system has fewer than ``needed``
+    bytes free for this user. HDF5 that runs out of space in the middle of a write leaves its
+    in-memory state broken (errors on every later call, and a crash at exit), so the writer checks
+    before each frame."""
+    stats = os.statvfs(folder)
+    free = stats.f_bavail * stats.f_frsize
+    if free < needed:
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"the disk holding {str(folder)!r} is full ({free / 2**20:.2f} MiB free, the next frame may need "
+            f"{needed / 2**20:.2f} MiB); every frame before is saved: free some space, then continue with "
+            "`eqcalc md --resume`",
+        )
 
 
 def _per_frame_arrays(frames: Frame | Trajectory) -> dict[str, Any]:

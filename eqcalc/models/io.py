@@ -15,6 +15,7 @@ energy.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -67,8 +68,29 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
     """torch.save ``obj`` to ``path`` atomically (see :func:`eqcalc.atomic_io.atomic_path`)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except RuntimeError as err:  # torch's zip writer reports a failed write as a RuntimeError
+        stats = os.statvfs(Path(path).parent)
+        free = stats.f_bavail * stats.f_frsize
+        full = free < 2 * _tensor_bytes(obj) + (1 << 20)
+        raise OSError(
+            errno.ENOSPC if full else errno.EIO,
+            f"writing {str(path)!r} failed{' because the disk is full' if full else ''} "
+            f"({str(err).splitlines()[0]}); the previous version of the file, if any, is intact",
+        ) from None
+
+
+def _tensor_bytes(obj: object) -> int:
+    """Bytes of the tensors in nested dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def tensors_checksum(state_dict: dict) -> str:
