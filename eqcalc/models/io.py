@@ -198,26 +198,25 @@ DAMAGED = "The file is damaged or was edited by hand: use an intact copy, or re-
 def model_from_payload(payload: dict, source: str = "the model") -> AtomisticModel:
     """Build the model a payload (see :func:`model_payload`) describes, in its stored dtype, on the
     CPU. Its tensors must have the names, shapes and kinds (floating point or integer) of the
-    family's own; where the family builds on PyTorch's meta device, the sizes are checked there
-    first, so a config asking for far more parameters than the file holds allocates nothing."""
+    family's own; where the family can be built on PyTorch's meta device
+    (:attr:`AtomisticModel.builds_on_meta`), the sizes are checked there first, so a config
+    asking for far more parameters than the file holds allocates nothing."""
     family, config = payload["family"], payload["config"]
     stored = payload["state_dict"]
-    try:
-        try:
-            with torch.device("meta"):
-                skeleton = build_model(family, **config)
-        except (ValueError, TypeError):
-            raise
-        except Exception:  # a family whose construction computes values (Clebsch–Gordan tables): no dry run
-            skeleton = None
-        if skeleton is not None:
-            _check_tensors(skeleton.state_dict(), stored, source)
-        model = build_model(family, **config).to(DTYPES[payload["dtype"]])
-    except (ValueError, TypeError, RuntimeError) as err:
-        raise ModelFileError(f"{source}: its config does not build a {family!r} model ({err}). {DAMAGED}") from err
+    if MODEL_FAMILIES[family].builds_on_meta:
+        with torch.device("meta"):
+            _check_tensors(_build_from_file(family, config, source).state_dict(), stored, source)
+    model = _build_from_file(family, config, source).to(DTYPES[payload["dtype"]])
     _check_tensors(model.state_dict(), stored, source)
     model.load_state_dict(stored)
     return model
+
+
+def _build_from_file(family: str, config: dict, source: str) -> AtomisticModel:
+    try:
+        return build_model(family, **config)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise ModelFileError(f"{source}: its config does not build a {family!r} model ({err}). {DAMAGED}") from err
 
 
 def _check_tensors(expected: dict, stored: dict, source: str) -> None:

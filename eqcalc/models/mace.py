@@ -319,6 +319,8 @@ class MACE(AtomisticModel):
         readout_hidden: width of the last layer's readout MLP.
     """
 
+    builds_on_meta = False  # Clebsch–Gordan tables come from e3nn's process-wide cache
+
     def __init__(
         self,
         species: Sequence[int],
