@@ -51,11 +51,18 @@ class TrainConfig:
     energy_key: Union[str, None] = _option(None, "info key of the energy (default: ASE results, then REF_energy, energy)")
     forces_key: Union[str, None] = _option(None, "per-atom array of the forces (default: ASE results, then REF_forces, forces)")
     stress_key: Union[str, None] = _option(None, "info key of the stress (default: ASE results, then REF_stress, stress)")
+    # fine-tuning (see docs/finetuning.md)
+    init_from: Union[str, None] = _option(
+        None, "start from this eqcalc model file: its family, architecture and weights (fine-tuning)"
+    )
+    freeze: list = _option([], "fine-tuning: parameter-name prefixes or groups (embedding, interactions, readout) kept fixed")
+    replay_data: Union[str, None] = _option(None, "fine-tuning: frames of the original training data mixed into each epoch")
+    replay_fraction: float = _option(0.2, "replay frames per epoch, as a fraction of the training frames")
     # model
     model: ModelSection = field(default_factory=ModelSection, metadata={"help": "model family, cutoff, hyper"})
     dtype: Literal["float32", "float64"] = _option("float64", "precision of the model")
     atomic_energies: Union[str, dict] = _option(
-        "auto", "per-element E0: auto | isolated | least_squares | mapping element → eV"
+        "auto", "per-element E0: auto | isolated | least_squares | keep (init_from's) | mapping element → eV"
     )
     energy_scale: Union[float, Literal["auto"]] = _option("auto", "eV per network unit; auto = RMS force")
     avg_num_neighbors: Union[float, Literal["auto"]] = _option("auto", "neighbour-sum normaliser; auto = from data")
@@ -109,8 +116,11 @@ class TrainConfig:
             model = {"family": model}
         if not isinstance(model, dict):
             raise ValueError(f"{source}: 'model' must be a mapping with family, cutoff, hyper.")
-        section = ModelSection(**_checked(ModelSection, model, f"{source}: model."))
-        config = cls(model=section, **_checked(cls, values, f"{source}: ", skip=("model",)))
+        model = _checked(ModelSection, model, f"{source}: model.")
+        options = _checked(cls, values, f"{source}: ", skip=("model",))
+        if options.get("init_from") is not None:
+            model, options = _finetuning_options(model, options, source)
+        config = cls(model=ModelSection(**model), **options)
         config.check_ranges()
         return config
 
@@ -140,6 +150,29 @@ class TrainConfig:
                 raise ValueError(f"{name} must be ≥ 0.")
         if self.train is None:
             raise ValueError("No training data: set train: FILE in the config or pass --train FILE.")
+        if not 0 <= self.replay_fraction <= 1:
+            raise ValueError("replay_fraction must be in [0, 1].")
+        if self.init_from is None:
+            for name, used in (("freeze", bool(self.freeze)), ("replay_data", self.replay_data is not None),
+                               ("atomic_energies", self.atomic_energies == "keep")):
+                if used:
+                    raise ValueError(f"{name}: {getattr(self, name)!r} needs a base model; set init_from: MODEL.pt.")
+
+
+def _finetuning_options(model: dict, options: dict, source: str) -> tuple[dict, dict]:
+    """With ``init_from``: the base model's model section (a contradicting one is an error), its dtype
+    unless one is given, and ``freeze`` checked against its parameter names."""
+    from ..models.io import read_model_file
+    from .finetune import base_model_section, resolve_freeze
+
+    payload = read_model_file(options["init_from"])
+    section = base_model_section(payload, model, source)
+    options = {"dtype": payload["dtype"], **options}
+    freeze = options.get("freeze") or []
+    if not all(isinstance(entry, str) for entry in freeze):
+        raise ValueError(f"{source}: freeze: expected a list of names, got {freeze!r}.")
+    resolve_freeze(section["family"], freeze, payload["state_dict"])
+    return section, options
 
 
 def _describe(hint: Any) -> str:

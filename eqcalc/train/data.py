@@ -16,12 +16,14 @@ from .config import TrainConfig
 
 @dataclass
 class TrainingData:
-    """Graphs of the three sets (``test`` may be None, ``valid`` empty) and the model's species."""
+    """Graphs of the three sets (``test`` may be None, ``valid`` empty), the model's species, and the
+    replay frames of a fine-tuning run (None without ``replay_data``)."""
 
     train: GraphDataset
     valid: GraphDataset
     test: GraphDataset | None
     species: list[int]
+    replay: GraphDataset | None = None
 
 
 def _elements(structures: list[LabelledStructure]) -> set[int]:
@@ -62,9 +64,11 @@ def load_training_data(config: TrainConfig) -> TrainingData:
                 "the model could not learn them. Add such structures to the training set."
             )
     cutoff = config.model.cutoff
+    replay = read_structures(config.replay_data, keys) if config.replay_data is not None else None
     return TrainingData(
         train=GraphDataset(train, cutoff, f"training data ({config.train})"),
         valid=GraphDataset(valid, cutoff, f"validation data ({config.valid or config.train})"),
         test=GraphDataset(test, cutoff, f"test data ({config.test})") if test is not None else None,
         species=species,
+        replay=GraphDataset(replay, cutoff, f"replay data ({config.replay_data})") if replay is not None else None,
     )

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from ..atomic_io import append_csv_row, write_csv
 from ..data.graph import AtomicGraph
 from ..data.labels import Labels, collate
 from ..models.base import AtomisticModel
-from ..models.io import load_model, model_from_payload, model_payload, resolve_dtype, save_model
+from ..models.io import load_model, model_from_payload, model_payload, read_model_file, resolve_dtype, save_model
 from ..models.registry import MODEL_FAMILIES, build_model
 from ..properties import compute_properties
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
@@ -34,8 +34,10 @@ from .data import TrainingData, load_training_data
 from .distributed import DistributedContext, init_distributed
 from .ema import ExponentialMovingAverage
 from .evaluate import format_error_table, grouped_errors, predict
+from .finetune import freeze_parameters, model_from_base, resolve_freeze
 from .loss import WeightedLoss, label_counts
 from .metrics import ErrorAccumulator
+from .replay import ReplaySampler
 from .schedule import LearningRateSchedule
 from .statistics import compute_statistics
 
@@ -102,7 +104,11 @@ class Trainer:
         )
         seed_everything(config.seed)
         checkpoint = self._checkpoint_to_resume()
-        if checkpoint is None:
+        if checkpoint is not None:
+            model = model_from_payload(checkpoint["model"])
+        elif config.init_from is not None:
+            model = self._base_model()
+        else:
             statistics = compute_statistics(
                 self.data.train,
                 self.data.species,
@@ -112,14 +118,17 @@ class Trainer:
             )
             self.log(statistics.summary())
             model = build_family_model(config, statistics.model_kwargs())
-        else:
-            model = model_from_payload(checkpoint["model"])
         self.model = model.to(device=self.device, dtype=resolve_dtype(config.dtype))
+        names = [name for name, _ in self.model.named_parameters()]
+        frozen = freeze_parameters(self.model, resolve_freeze(config.model.family, config.freeze, names))
+        if frozen:
+            self.log(f"Frozen: {len(frozen)} of {len(names)} parameter tensors ({', '.join(config.freeze)}).")
         self.context.broadcast_parameters(self.model)
         self.stage_two_start = config.stage_two_epoch  # earlier if stage one stops improving
         self.loss_fn = self.loss_for_epoch(0)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=config.lr, weight_decay=config.weight_decay, amsgrad=config.amsgrad,
         )
         self.schedule = LearningRateSchedule(
             config.lr,
@@ -136,15 +145,25 @@ class Trainer:
         self.epochs_without_improvement = 0
         if checkpoint is not None:
             self._load_state(checkpoint)
-        self.train_sampler = DistributedSampler(
-            self.data.train,
-            num_replicas=self.context.world_size,
-            rank=self.context.rank,
-            shuffle=True,
-            seed=config.seed,
-        )
+        if self.data.replay is None:
+            epoch_data = self.data.train
+            self.train_sampler = DistributedSampler(
+                self.data.train,
+                num_replicas=self.context.world_size,
+                rank=self.context.rank,
+                shuffle=True,
+                seed=config.seed,
+            )
+        else:
+            epoch_data = ConcatDataset([self.data.train, self.data.replay])
+            self.train_sampler = ReplaySampler(
+                len(self.data.train), len(self.data.replay), config.replay_fraction, config.seed,
+                num_replicas=self.context.world_size, rank=self.context.rank,
+            )
+            self.log(f"Replay: {self.train_sampler.count} of {len(self.data.replay)} frames of {config.replay_data} "
+                     "mixed into each epoch.")
         self.train_loader = DataLoader(
-            self.data.train, batch_size=config.batch_size, sampler=self.train_sampler, collate_fn=collate
+            epoch_data, batch_size=config.batch_size, sampler=self.train_sampler, collate_fn=collate
         )
         shard = range(self.context.rank, len(self.data.valid), self.context.world_size)
         self.valid_loader = DataLoader(
@@ -160,6 +179,23 @@ class Trainer:
     def log(self, message: str) -> None:
         if self.context.is_main:
             self._log(message)
+
+    def _base_model(self) -> AtomisticModel:
+        """The ``init_from`` model with E0 re-fitted to the training data (unless ``atomic_energies: keep``)."""
+        config = self.config
+        species = sorted(set(self.data.species) | set(self.data.replay.species() if self.data.replay else []))
+        refitted = None
+        if config.atomic_energies != "keep":
+            statistics = compute_statistics(
+                self.data.train, self.data.species, atomic_energies=config.atomic_energies,
+                energy_scale=1.0, avg_num_neighbors=1.0,  # both kept from the base model
+            )
+            refitted = dict(zip(statistics.species, statistics.atomic_energies))
+        model = model_from_base(read_model_file(config.init_from), species, refitted, config.init_from)
+        e0 = "kept from the base model" if refitted is None else f"re-fitted ({statistics.atomic_energies_source})"
+        self.log(f"Fine-tuning {config.init_from} ({model.family}): reference energies {e0}; energy scale "
+                 f"{float(model.energy_scale):.6g} eV and average neighbours {model.avg_num_neighbors:.4f} kept.")
+        return model
 
     def _checkpoint_to_resume(self) -> dict | None:
         path = self.output / CHECKPOINT_NAME
