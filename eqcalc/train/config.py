@@ -51,6 +51,9 @@ class TrainConfig:
     energy_key: Union[str, None] = _option(None, "info key of the energy (default: ASE results, then REF_energy, energy)")
     forces_key: Union[str, None] = _option(None, "per-atom array of the forces (default: ASE results, then REF_forces, forces)")
     stress_key: Union[str, None] = _option(None, "info key of the stress (default: ASE results, then REF_stress, stress)")
+    outlier_threshold: Union[float, None] = _option(
+        50.0, "refuse frames whose energy or forces lie this many robust σ from the rest (null: no check)"
+    )
     # fine-tuning (see docs/finetuning.md)
     init_from: Union[str, None] = _option(
         None, "start from this eqcalc model file: its family, architecture and weights (fine-tuning)"
@@ -138,6 +141,7 @@ class TrainConfig:
             ("huber_delta", self.huber_delta > 0, "> 0"),
             ("early_stopping_patience", self.early_stopping_patience is None or self.early_stopping_patience >= 1, "≥ 1"),
             ("max_time", self.max_time is None or self.max_time > 0, "> 0"),
+            ("outlier_threshold", self.outlier_threshold is None or self.outlier_threshold > 0, "> 0 or null"),
             ("stage_two_epoch", self.stage_two_epoch is None or self.stage_two_epoch >= 0, "≥ 0 (counted from 0)"),
             ("model.cutoff", self.model.cutoff > 0, "> 0"),
         ]

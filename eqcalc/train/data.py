@@ -12,6 +12,7 @@ from ..data.readers import LabelKeys, read_structures
 from ..data.splits import random_split
 from ..data.labelled import LabelledStructure
 from .config import TrainConfig
+from .outliers import check_outliers
 
 
 @dataclass
@@ -44,16 +45,22 @@ def check_weighted_labels(structures: list[LabelledStructure], config: TrainConf
 def load_training_data(config: TrainConfig) -> TrainingData:
     """Read the files, hold out a seeded validation part when no validation file is given, build graphs."""
     keys = LabelKeys(config.energy_key, config.forces_key, config.stress_key)
-    train = read_structures(config.train, keys)
+
+    def read(path: str) -> list[LabelledStructure]:
+        structures = read_structures(path, keys)
+        check_outliers(structures, config.outlier_threshold, path)
+        return structures
+
+    train = read(config.train)
     if config.valid is not None:
-        valid = read_structures(config.valid, keys)
+        valid = read(config.valid)
     else:
         train, valid = random_split(train, fraction=config.valid_fraction, count=config.valid_count, seed=config.seed)
     if config.train_count is not None and config.train_count != len(train):
         if not 0 < config.train_count < len(train):
             raise ValueError(f"train_count: {config.train_count} is not in 1..{len(train)}, the training structures available.")
         _, train = random_split(train, count=config.train_count, seed=config.seed)  # the same seed nests the subsets
-    test = read_structures(config.test, keys) if config.test is not None else None
+    test = read(config.test) if config.test is not None else None
     check_weighted_labels(train, config)
     species = sorted(_elements(train))
     for name, structures in (("validation", valid), ("test", test or [])):
@@ -64,7 +71,7 @@ def load_training_data(config: TrainConfig) -> TrainingData:
                 "the model could not learn them. Add such structures to the training set."
             )
     cutoff = config.model.cutoff
-    replay = read_structures(config.replay_data, keys) if config.replay_data is not None else None
+    replay = read(config.replay_data) if config.replay_data is not None else None
     return TrainingData(
         train=GraphDataset(train, cutoff, f"training data ({config.train})"),
         valid=GraphDataset(valid, cutoff, f"validation data ({config.valid or config.train})"),

@@ -50,6 +50,8 @@ METRICS_COLUMNS = [
     "valid_s_mae_GPa", "valid_s_rmse_GPa", "seconds",
 ]
 # Options that may change between a run and its resumption; any other difference is an error.
+#: a batch loss this many times the first batch loss of its loss stage means training diverged
+DIVERGENCE_FACTOR = 1e4
 RESUMABLE_CHANGES = {"max_epochs", "max_time", "resume", "progress", "device", "tensorboard", "early_stopping_patience", "output", "test"}
 
 
@@ -143,6 +145,7 @@ class Trainer:
         self.epoch = 0
         self.best_valid_loss = math.inf
         self.epochs_without_improvement = 0
+        self.reference_loss: float | None = None  # first batch loss of the current loss stage
         if checkpoint is not None:
             self._load_state(checkpoint)
         if self.data.replay is None:
@@ -230,6 +233,7 @@ class Trainer:
         self.best_valid_loss = float(checkpoint["best_valid_loss"])
         self.epochs_without_improvement = int(checkpoint["epochs_without_improvement"])
         self.stage_two_start = checkpoint.get("stage_two_start", self.config.stage_two_epoch)
+        self.reference_loss = checkpoint.get("reference_loss")
         restore_rng_state(checkpoint["rng"])
 
     def _tensorboard_writer(self):
@@ -295,15 +299,30 @@ class Trainer:
         total = torch.zeros(2, dtype=torch.float64)
         for graph, labels in bar:
             loss = float(self.train_step(graph, labels))
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"The training loss became {loss} in epoch {epoch + 1}: training diverged. Lower --lr, "
-                    "enable --clip-grad-norm, or check the data for outliers."
-                )
+            self._check_divergence(loss, epoch)
             total += torch.tensor([loss / self.context.world_size, 1.0], dtype=torch.float64)
             bar.set_postfix(loss=f"{total[0] * self.context.world_size / total[1]:.4g}")
         total = self.context.all_reduce_sum(total)
         return float(total[0] / (total[1] / self.context.world_size))
+
+    def _check_divergence(self, loss: float, epoch: int) -> None:
+        """FloatingPointError (on every process alike) once a batch loss is not finite or exceeds
+        :data:`DIVERGENCE_FACTOR` × the first batch loss of the current loss stage."""
+        if self.reference_loss is None and math.isfinite(loss):
+            self.reference_loss = loss
+        grown = not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * self.reference_loss
+        if not self.context.all_reduce_sum(torch.tensor([float(grown)], dtype=torch.float64)).item():
+            return
+        if math.isfinite(loss):
+            what = f"grew from {self.reference_loss:.3g} (first batch) to {loss:.3g}"
+        else:
+            what = f"became {loss}"
+        best = self.output / BEST_MODEL_NAME
+        kept = f" {best} holds the best model of the epochs before." if self.epoch and best.exists() else ""
+        raise FloatingPointError(
+            f"The training loss {what} in epoch {epoch + 1}: training diverged. Lower --lr (now "
+            f"{self.config.lr:g}), keep --clip-grad-norm on, or check the data for outliers.{kept}"
+        )
 
     def validate(self) -> tuple[float, dict[str, float]]:
         """(loss, error summary) of the validation set with the averaged (EMA) weights."""
@@ -346,8 +365,9 @@ class Trainer:
                 self.stage_two_start = epoch
             start = time.perf_counter()
             self.loss_fn = self.loss_for_epoch(epoch)
-            if epoch == self.stage_two_start:  # a new loss: best model, plateau and patience start afresh
+            if epoch == self.stage_two_start:  # a new loss: best model, plateau, patience and divergence start afresh
                 self.best_valid_loss, self.epochs_without_improvement = math.inf, 0
+                self.reference_loss = None
                 self.schedule.restart_plateau()
                 self.log(f"Stage two from epoch {epoch + 1}: energy weight {config.stage_two_energy_weight:g}, "
                          f"forces weight {config.stage_two_forces_weight:g}.")
@@ -403,6 +423,7 @@ class Trainer:
             "best_valid_loss": self.best_valid_loss,
             "epochs_without_improvement": self.epochs_without_improvement,
             "stage_two_start": self.stage_two_start,
+            "reference_loss": self.reference_loss,
             "config": self.config.to_dict(),
         }
 
