@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     export.add_argument("--format", help="ASE format name, e.g. extxyz")
     info = actions.add_parser("info", help="number of frames, steps, time span, atoms")
     info.add_argument("trajectory", help="trajectory.h5 of an eqcalc md run")
-    repair = actions.add_parser("repair", help="rewrite the file of a killed run so that any HDF5 tool opens it")
+    repair = actions.add_parser("repair", help="make the file of a killed run open in any HDF5 tool (in place: clears its write flags, drops a partial frame)")
     repair.add_argument("trajectory", help="trajectory.h5 of an eqcalc md run")
 
 

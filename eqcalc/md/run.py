@@ -114,7 +114,7 @@ def run(
     output = Path(output)
     if resume:
         config, model, previous = _resumed_settings(output, model, config, settings)
-        last = previous.frame(len(previous) - 1)
+        last = previous.frame(0)
         system = _resumed_atoms(previous, last, atoms)
     else:
         if atoms is None or model is None:
@@ -123,7 +123,7 @@ def run(
             raise ValueError("Constraints on the structure are not supported by eqcalc md yet; remove them.")
         config = _new_settings(config, settings)
         _claim_output(output, overwrite)
-        system, previous = atoms.copy(), None
+        system = atoms.copy()
     model_record = os.path.abspath(model) if isinstance(model, (str, os.PathLike)) else None
     calc = EquivariantCalculator(
         model, device=device, dtype=dtype, skin=config.skin, min_distance=config.min_distance, compile=compile
@@ -153,11 +153,14 @@ def run(
     if start >= config.steps:
         raise ValueError(f"The run in {str(output)!r} already reached step {start}; give more steps to extend it.")
 
-    writer = TrajectoryWriter(
-        output / TRAJECTORY_FILE, system.numbers, system.get_masses(), system.pbc,
-        {"model": model_record, "md": config.to_dict()}, first.integrator, previous,
-    )
-    # Only now, with the starting state checked and the trajectory replaced, do the settings change.
+    metadata = {"model": model_record, "md": config.to_dict()}
+    if resume:
+        writer = TrajectoryWriter.continue_file(output / TRAJECTORY_FILE, metadata)
+    else:
+        writer = TrajectoryWriter(
+            output / TRAJECTORY_FILE, system.numbers, system.get_masses(), system.pbc, metadata, first.integrator
+        )
+    # Only now, with the starting state checked and the trajectory opened, do the settings change.
     write_yaml({"model": model_record, **config.to_dict()}, output / CONFIG_FILE)
     periodic = has_stress(system)
     log = ThermoLog(output / LOG_FILE, periodic, resume_step=start if resume else None)
@@ -204,7 +207,7 @@ def run(
         log.close()
         bar.close()
     if disk_full:  # the trajectory's last frame is the state to resume from
-        last_good = read_trajectory(output / TRAJECTORY_FILE).frame(-1)
+        last_good = read_trajectory(output / TRAJECTORY_FILE, last_only=True).frame(0)
     final = frame_atoms(last_good, system.numbers, system.get_masses(), system.pbc)
     try:
         final.write(output / FINAL_FILE)
@@ -250,7 +253,7 @@ def _claim_output(output: Path, overwrite: bool) -> None:
 def _resumed_settings(
     output: Path, model: AtomisticModel | str | os.PathLike | None, config: MDConfig | None, settings: dict
 ) -> tuple[MDConfig, AtomisticModel | str | os.PathLike, Trajectory]:
-    """The saved settings (with ``steps`` possibly changed), the model, and the saved frames."""
+    """The saved settings (with ``steps`` possibly changed), the model, and the last saved frame."""
     if config is not None or set(settings) - {"steps"}:
         raise ValueError(
             "A resumed run keeps its saved settings; only steps can be changed "
@@ -266,7 +269,7 @@ def _resumed_settings(
     if model is None:
         raise ValueError(f"{str(output)!r} records no model file (it was run with a model object); pass the model.")
     config = MDConfig.from_dict({**saved, **settings})
-    previous = read_trajectory(output / TRAJECTORY_FILE)
+    previous = read_trajectory(output / TRAJECTORY_FILE, last_only=True)
     if len(previous) == 0:
         raise ValueError(f"{str(output / TRAJECTORY_FILE)!r} holds no complete frame to resume from; start afresh.")
     return config, model, previous

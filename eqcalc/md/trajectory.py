@@ -13,7 +13,7 @@ frame, so the file is consistent at all times: a run that is killed leaves a fil
 holding every completed frame, and a running one can be read. Such a file opens with
 ``h5py.File(path, "r", swmr=True)`` (or :func:`read_trajectory`); a plain ``h5py.File(path)``
 refuses it (asking for ``h5clear -s``) until the run is resumed or :func:`repair_trajectory`
-rewrites it.
+clears its flags. Both work in place: a partial last frame is cut off, and nothing is copied.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from ..atomic_io import atomic_path
+from .superblock import check_not_truncated, clear_write_flags
 
 FORMAT = "eqcalc-md-trajectory"
 FORMAT_VERSION = 1
@@ -107,12 +108,14 @@ def _chunk_rows(row_shape: tuple[int, ...], itemsize: int = 8) -> int:
 class TrajectoryWriter:
     """Appends frames to ``path``, flushing after each.
 
+    ``TrajectoryWriter(path, ...)`` starts a new file; :meth:`continue_file` appends to the file of
+    an earlier run in place.
+
     Args:
         path: the HDF5 file; replaced atomically when the writer opens.
         numbers, masses, pbc: the system, (N,), (N,), (3,).
         metadata: plain values stored as JSON (run settings).
         integrator_template: one frame's integrator state (names and shapes of the ``integrator/`` datasets).
-        previous: frames to copy in first (resuming a run).
     """
 
     def __init__(
@@ -123,7 +126,6 @@ class TrajectoryWriter:
         pbc: np.ndarray,
         metadata: dict[str, Any],
         integrator_template: dict[str, np.ndarray],
-        previous: Trajectory | None = None,
     ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,10 +149,20 @@ class TrajectoryWriter:
                         name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
                         chunks=(_chunk_rows(shape), *shape),
                     )
-                if previous is not None:
-                    for name, values in _per_frame_arrays(previous).items():
-                        handle[name].resize(len(previous), axis=0)
-                        handle[name][...] = values
+        self._open()
+
+    @classmethod
+    def continue_file(cls, path: str | os.PathLike, metadata: dict[str, Any]) -> "TrajectoryWriter":
+        """A writer appending to the trajectory of an earlier (finished or killed) run, in place:
+        its complete frames stay where they are, a partial last frame is cut off, its metadata is
+        replaced by ``metadata``. Needs no free space beyond the new frames'."""
+        writer = cls.__new__(cls)
+        writer.path = Path(path)
+        truncate_to_complete_frames(writer.path, metadata)
+        writer._open()
+        return writer
+
+    def _open(self) -> None:
         self._handle = h5py.File(self.path, "r+", libver="latest")
         self._handle.swmr_mode = True
 
@@ -204,49 +216,21 @@ def check_free_space(folder: Path, needed: int) -> None:
         )
 
 
-def _per_frame_arrays(frames: Frame | Trajectory) -> dict[str, Any]:
-    """Dataset name -> value(s) of one frame or of a whole trajectory, with "step" last:
-    a frame counts as written once its step is there."""
+def _per_frame_arrays(frame: Frame) -> dict[str, Any]:
+    """Dataset name -> value of one frame, with "step" last: a frame counts as written once its
+    step is there."""
     return {
-        "time": frames.time, "positions": frames.positions, "velocities": frames.velocities,
-        "forces": frames.forces, "potential_energy": frames.potential_energy, "cell": frames.cell,
-        **{f"integrator/{k}": v for k, v in frames.integrator.items()},
-        "step": frames.step,
+        "time": frame.time, "positions": frame.positions, "velocities": frame.velocities,
+        "forces": frame.forces, "potential_energy": frame.potential_energy, "cell": frame.cell,
+        **{f"integrator/{k}": v for k, v in frame.integrator.items()},
+        "step": frame.step,
     }
 
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-def check_not_truncated(path: Path) -> None:
-    """Raise ValueError if ``path`` is shorter than the end-of-file address its HDF5 superblock
-    records (versions 2 and 3, which libver="latest" writes: signature, version, sizes of offsets
-    and lengths, flags, then the base, extension and end-of-file addresses).
-
-    HDF5 makes this check itself except in single-writer/multiple-reader mode, where a truncated
-    file (a copy cut short, a full disk) sends it into an endless metadata retry loop instead.
-    The writer flushes after every frame, which sets the file's size to that address, so a killed
-    run's file passes."""
-    with open(path, "rb") as handle:
-        head = handle.read(64)
-    if not head.startswith(HDF5_SIGNATURE) or len(head) < 12 or head[8] not in (2, 3):
-        return  # not HDF5, or an older superblock: h5py itself says what is wrong
-    size_of_offsets = head[9]
-    base, eof = (
-        int.from_bytes(head[start:start + size_of_offsets], "little")
-        for start in (12, 12 + 2 * size_of_offsets)
-    )
-    size = path.stat().st_size
-    if size < base + eof:
-        raise ValueError(
-            f"{str(path)!r} is truncated: it holds {size:,} of the {base + eof:,} bytes its HDF5 header "
-            "records (a partial copy, or a full disk), so its frames cannot be recovered; use a complete copy."
-        )
-
-
-def read_trajectory(path: str | os.PathLike) -> Trajectory:
-    """Read every complete frame of an eqcalc HDF5 trajectory (also of a running or killed run);
-    a truncated file raises ValueError (see :func:`check_not_truncated`)."""
+def read_trajectory(path: str | os.PathLike, last_only: bool = False) -> Trajectory:
+    """Read every complete frame of an eqcalc HDF5 trajectory (also of a running or killed run),
+    or with ``last_only`` just the last one (none if there is none); a truncated file raises
+    ValueError (see :func:`check_not_truncated`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Trajectory {str(path)!r} does not exist.")
@@ -258,9 +242,10 @@ def read_trajectory(path: str | os.PathLike) -> Trajectory:
     with handle:
         if handle.attrs.get("format") != FORMAT:
             raise ValueError(f"{str(path)!r} is an HDF5 file but not an eqcalc MD trajectory (no format={FORMAT!r}).")
-        per_frame = [*FRAME_FIELDS, "step"] + [f"integrator/{k}" for k in handle.get("integrator", {})]
+        per_frame = _per_frame_names(handle)
         count = min(handle[name].shape[0] for name in per_frame)
-        data = {name: handle[name][:count] for name in per_frame}
+        first = max(count - 1, 0) if last_only else 0
+        data = {name: handle[name][first:count] for name in per_frame}
         return Trajectory(
             numbers=handle["numbers"][()],
             masses=handle["masses"][()],
@@ -289,13 +274,28 @@ def export_trajectory(
 
 
 def repair_trajectory(path: str | os.PathLike) -> int:
-    """Rewrite the trajectory of a killed run, keeping its complete frames and dropping any partial
-    one, so that every HDF5 tool opens it. Returns the number of frames kept."""
-    trajectory = read_trajectory(path)
-    if len(trajectory) == 0:
+    """Make the trajectory of a killed run a plain HDF5 file again, in place: clear the flags
+    that mark it as open for writing and cut off a partial last frame. Returns the number of
+    complete frames."""
+    if len(read_trajectory(path, last_only=True).step) == 0:  # also checks that it is a trajectory
         raise ValueError(f"{str(path)!r} holds no complete frame.")
-    template = {name: values[0] for name, values in trajectory.integrator.items()}
-    TrajectoryWriter(
-        path, trajectory.numbers, trajectory.masses, trajectory.pbc, trajectory.metadata, template, trajectory
-    ).close()
-    return len(trajectory)
+    return truncate_to_complete_frames(Path(path))
+
+
+def truncate_to_complete_frames(path: Path, metadata: dict[str, Any] | None = None) -> int:
+    """Clear the write flags of ``path`` (a file no process writes any more), shrink every per-frame
+    dataset to the complete frames and, if given, replace the metadata. Returns the frame count."""
+    check_not_truncated(path)
+    clear_write_flags(path)
+    with h5py.File(path, "r+", libver="latest") as handle:
+        names = _per_frame_names(handle)
+        count = min(handle[name].shape[0] for name in names)
+        for name in names:
+            handle[name].resize(count, axis=0)
+        if metadata is not None:
+            handle.attrs["metadata"] = json.dumps(metadata)
+    return count
+
+
+def _per_frame_names(handle: h5py.File) -> list[str]:
+    return [*FRAME_FIELDS, "step"] + [f"integrator/{k}" for k in handle.get("integrator", {})]

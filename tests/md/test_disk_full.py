@@ -38,7 +38,13 @@ def test_full_disk_stops_cleanly_and_resumes_after_space_is_freed(morse_model, c
     assert len(kept) > 10 and kept.step[-1] == stopped.step
     np.testing.assert_array_equal(kept.step, np.arange(len(kept)))
 
-    subprocess.run(["mount", "-o", "remount,size=64M", str(small_disk)], check=True)  # space freed
+    # 2 MiB freed, less than the trajectory holds: a resumed run appends in place, copying nothing
+    subprocess.run(["mount", "-o", "remount,size=5M", str(small_disk)], check=True)
+    inode = (small_disk / "run" / "trajectory.h5").stat().st_ino
+    partly = run(None, morse_model, steps=stopped.step + 50, output=small_disk / "run", resume=True, progress=False)
+    assert partly.completed and (small_disk / "run" / "trajectory.h5").stat().st_ino == inode
+
+    subprocess.run(["mount", "-o", "remount,size=64M", str(small_disk)], check=True)
     resumed = run(None, morse_model, steps=steps, output=small_disk / "run", resume=True, progress=False)
     assert resumed.completed and resumed.step == steps
     reference = run(atoms, morse_model, steps=steps, output=tmp_path / "reference", **settings)
