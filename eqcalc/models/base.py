@@ -78,10 +78,6 @@ class AtomisticModel(nn.Module):
     """
 
     family: ClassVar[str] = ""
-    #: whether the family can be constructed on PyTorch's meta device without side effects
-    #: (families that compute Clebsch–Gordan tables through e3nn cannot: e3nn caches them
-    #: process-wide, and a meta build would leave meta tensors in that cache)
-    builds_on_meta: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ..atomic_io import atomic_path
+from .allocation import AllocationLimit
 from .base import AtomisticModel
 from .registry import MODEL_FAMILIES, build_model
 
@@ -198,25 +199,26 @@ DAMAGED = "The file is damaged or was edited by hand: use an intact copy, or re-
 def model_from_payload(payload: dict, source: str = "the model") -> AtomisticModel:
     """Build the model a payload (see :func:`model_payload`) describes, in its stored dtype, on the
     CPU. Its tensors must have the names, shapes and kinds (floating point or integer) of the
-    family's own; where the family can be built on PyTorch's meta device
-    (:attr:`AtomisticModel.builds_on_meta`), the sizes are checked there first, so a config
-    asking for far more parameters than the file holds allocates nothing."""
+    family's own. While the model is built, no single tensor may be much larger than the largest
+    stored one (:data:`ALLOCATION_SLACK`), so a config asking for far more than the file holds is
+    refused before it allocates."""
     family, config = payload["family"], payload["config"]
     stored = payload["state_dict"]
-    if MODEL_FAMILIES[family].builds_on_meta:
-        with torch.device("meta"):
-            _check_tensors(_build_from_file(family, config, source).state_dict(), stored, source)
-    model = _build_from_file(family, config, source).to(DTYPES[payload["dtype"]])
+    largest = max((tensor.numel() for tensor in stored.values()), default=0)
+    try:
+        with AllocationLimit(max(ALLOCATION_SLACK * largest, MIN_ALLOCATION_LIMIT)):
+            model = build_model(family, **config).to(DTYPES[payload["dtype"]])
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise ModelFileError(f"{source}: its config does not build a {family!r} model ({err}). {DAMAGED}") from err
     _check_tensors(model.state_dict(), stored, source)
     model.load_state_dict(stored)
     return model
 
 
-def _build_from_file(family: str, config: dict, source: str) -> AtomisticModel:
-    try:
-        return build_model(family, **config)
-    except (ValueError, TypeError, RuntimeError) as err:
-        raise ModelFileError(f"{source}: its config does not build a {family!r} model ({err}). {DAMAGED}") from err
+#: while a model is built from a file, a tensor may have this many times the elements of the
+#: file's largest tensor (temporaries, tables), and at least MIN_ALLOCATION_LIMIT
+ALLOCATION_SLACK = 16
+MIN_ALLOCATION_LIMIT = 1 << 24
 
 
 def _check_tensors(expected: dict, stored: dict, source: str) -> None:

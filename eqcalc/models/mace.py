@@ -272,7 +272,12 @@ class ProductBasis(ExactCoefficients, kernels.KernelSwitch):
 
 
 class MACELayer(nn.Module):
-    """h' = linear(ProductBasis(A(h))) + self_connection(h, Z)."""
+    """h' = linear(ProductBasis(A(h))) + self_connection(h, Z).
+
+    ``residual=False`` (mace-torch's RealAgnosticInteractionBlock): no self-connection; instead the
+    channels of A are mixed per species before the product, A' = species_mix(A, Z), a fully
+    connected tensor product with the species one-hot.
+    """
 
     def __init__(
         self,
@@ -285,6 +290,7 @@ class MACELayer(nn.Module):
         num_basis: int,
         radial_hidden: int,
         radial_layers: int,
+        residual: bool = True,
     ):
         super().__init__()
         self.irreps_out = o3.Irreps(irreps_out)
@@ -294,19 +300,25 @@ class MACELayer(nn.Module):
         )
         self.product_basis = ProductBasis(irreps_a, self.irreps_out, correlation, num_species)
         self.message = o3.Linear(self.irreps_out, self.irreps_out)
-        self.self_connection = FullyConnectedTensorProduct(irreps_in, f"{num_species}x0e", self.irreps_out)
+        species_irreps = f"{num_species}x0e"
+        if residual:
+            self.self_connection = FullyConnectedTensorProduct(irreps_in, species_irreps, self.irreps_out)
+        else:
+            self.species_mix = FullyConnectedTensorProduct(irreps_a, species_irreps, irreps_a)
 
     def forward(self, features, species, groups, species_one_hot, sh, radial, distances, slots, avg_num_neighbors: float):
         """features (N, irreps_in.dim) -> (N, irreps_out.dim); ``groups``: the
         :class:`SpeciesGroups` of ``species``."""
         atomic_basis = self.atomic_basis(features, sh, radial, distances, slots, avg_num_neighbors)
+        if not hasattr(self, "self_connection"):
+            return self.message(self.product_basis(self.species_mix(atomic_basis, species_one_hot), species, groups))
         message = self.message(self.product_basis(atomic_basis, species, groups))
         return message + self.self_connection(features, species_one_hot)
 
 
 @register_family("mace")
 class MACE(AtomisticModel):
-    """MACE with Bessel × polynomial (p = 6) radial basis.
+    """MACE with Bessel × polynomial (p = 6 by default) radial basis.
 
     Args:
         num_channels: channels C of every feature (hidden irreps C×0e + C×1o + … up to max_L).
@@ -317,9 +329,15 @@ class MACE(AtomisticModel):
         num_basis: number of Bessel functions.
         radial_hidden, radial_layers: width and depth of each layer's radial MLP.
         readout_hidden: width of the last layer's readout MLP.
-    """
 
-    builds_on_meta = False  # Clebsch–Gordan tables come from e3nn's process-wide cache
+    Options that reproduce mace-torch models exactly (:mod:`eqcalc.importers.mace`; the
+    defaults are eqcalc's own architecture):
+        envelope_p: order p of the polynomial cutoff envelope (mace-torch's num_polynomial_cutoff).
+        trainable_basis: whether the Bessel frequencies train (False: fixed, as in mace-torch).
+        first_layer_residual: False: the first layer has no self-connection and mixes the channels
+            of its atomic basis per species instead (mace-torch's RealAgnosticInteractionBlock).
+        readout_bias: whether the last readout MLP has biases (mace-torch's has none).
+    """
 
     def __init__(
         self,
@@ -335,6 +353,10 @@ class MACE(AtomisticModel):
         radial_hidden: int = 64,
         radial_layers: int = 3,
         readout_hidden: int = 16,
+        envelope_p: int = 6,
+        trainable_basis: bool = True,
+        first_layer_residual: bool = True,
+        readout_bias: bool = True,
         **base: Any,
     ):
         super().__init__(species, cutoff, **base)
@@ -351,9 +373,17 @@ class MACE(AtomisticModel):
         self.radial_hidden = int(radial_hidden)
         self.radial_layers = int(radial_layers)
         self.readout_hidden = int(readout_hidden)
+        self.envelope_p = int(envelope_p)
+        self.trainable_basis = bool(trainable_basis)
+        self.first_layer_residual = bool(first_layer_residual)
+        self.readout_bias = bool(readout_bias)
+        if self.envelope_p < 1:
+            raise ValueError(f"mace needs envelope_p ≥ 1, got {envelope_p}.")
 
         self.embedding = nn.Embedding(self.num_species, self.num_channels)
-        self.edge_embedding = EdgeEmbedding(self.cutoff, self.lmax, self.num_basis)
+        self.edge_embedding = EdgeEmbedding(
+            self.cutoff, self.lmax, self.num_basis, self.envelope_p, self.trainable_basis
+        )
         scalars = o3.Irreps(f"{self.num_channels}x0e")
         hidden = feature_irreps(self.num_channels, self.max_L, parity=False)
         irreps = scalars
@@ -364,13 +394,14 @@ class MACE(AtomisticModel):
                 MACELayer(
                     irreps, self.edge_embedding.irreps_sh, irreps_out, self.num_channels, self.correlation,
                     self.num_species, self.num_basis, self.radial_hidden, self.radial_layers,
+                    residual=self.first_layer_residual or t > 0,
                 )
             )
             irreps = irreps_out
         self.layers = nn.ModuleList(layers)
         self.readouts = nn.ModuleList(
             [o3.Linear(layer.irreps_out, "1x0e") for layer in self.layers[:-1]]
-            + [mlp([self.num_channels, self.readout_hidden, 1], nn.SiLU)]
+            + [mlp([self.num_channels, self.readout_hidden, 1], nn.SiLU, bias=self.readout_bias)]
         )
 
     def freeze_weights(self, enabled: bool) -> None:

@@ -70,8 +70,6 @@ class NequIP(AtomisticModel):
         radial_hidden, radial_layers: width and depth of each layer's radial MLP.
     """
 
-    builds_on_meta = False  # Clebsch–Gordan tables come from e3nn's process-wide cache
-
     def __init__(
         self,
         species: Sequence[int],

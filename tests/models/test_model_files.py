@@ -39,7 +39,7 @@ CASES = {
     "float16": (lambda p: p.update(dtype="float16"), "'dtype' must be one of"),
     "no state_dict": (lambda p: p.pop("state_dict"), "'state_dict' is missing"),
     "negative size": (lambda p: p["config"].update(num_features=-4), "does not build a 'schnet' model"),
-    "absurd size": (lambda p: p["config"].update(num_features=300000), "weights do not match the stored config"),
+    "absurd size": (lambda p: p["config"].update(num_features=300000), "asks for a tensor of 90,000,000,000 elements"),
     "cutoff text": (lambda p: p["config"].update(cutoff="five"), "does not build.*'five'"),
     "species text": (lambda p: p["config"].update(species="HO"), "element symbols or atomic numbers"),
     "bit flip": (flip_one_bit, "do not match the checksum"),
@@ -110,3 +110,17 @@ def test_every_family_loads_in_a_fresh_process(family, tmp_path):
     atoms = molecule("H2O")
     atoms.calc = eqcalc.EquivariantCalculator(model)
     assert float(result.stdout.split()[-1]) == pytest.approx(atoms.get_potential_energy(), abs=1e-10)
+
+
+@pytest.mark.parametrize("family, size", [("schnet", "num_features"), ("painn", "num_features"),
+                                          ("egnn", "num_features"), ("nequip", "num_features"),
+                                          ("mace", "num_channels")])
+def test_absurd_sizes_are_refused_before_allocating(family, size, tmp_path):
+    """A config asking for ~1e11-element tensors (hundreds of GB) is refused at once, in every family."""
+    model = eqcalc.build_model(family, species=[1, 8], cutoff=3.0, **{size: 4})
+    payload = model_payload(model)
+    payload["config"][size] = 300000
+    payload.pop("checksum")
+    torch.save(payload, tmp_path / "huge.pt")
+    with pytest.raises(ModelFileError, match="asks for a tensor of .* elements, more than"):
+        eqcalc.load_model(tmp_path / "huge.pt")
