@@ -30,6 +30,8 @@ SETTINGS = {
     "--min-distance": ("min_distance", float, "stop if two atoms come closer, Å (default 0.5)"),
     "--max-temperature": ("max_temperature", float, "stop above this temperature, K (default max(10 T, 1000))"),
     "--skin": ("skin", float, "neighbour-list skin, Å (default 0.5)"),
+    "--bond-factor": ("bond_factor", float, "stop when the structure falls apart into more fragments than at the "
+                      "start; bonded = closer than this × the covalent radii sum (try 1.5; default off)"),
 }
 RUN_KEYS = ("model", "structure", "output", "device", "dtype", "compile")
 

@@ -41,6 +41,9 @@ class MDConfig:
         min_distance: stop when two atoms come closer than this, Å.
         max_temperature: stop when the temperature exceeds this, K; None means max(10 × temperature, 1000 K).
         skin: neighbour-list skin, Å.
+        bond_factor: opt-in fragment guard (None: off): atoms closer than this × the sum of their
+            covalent radii are bonded, and the run stops when it has more bonded fragments than at
+            its start (checked every log_interval steps); 1.3–1.5 suits most molecules.
     """
 
     ensemble: str = "nvt"
@@ -60,6 +63,7 @@ class MDConfig:
     min_distance: float = 0.5
     max_temperature: float | None = None
     skin: float = 0.5
+    bond_factor: float | None = None
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
@@ -102,7 +106,7 @@ class MDConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}.")
         positive = ["timestep", "steps", "friction", "log_interval", "traj_interval", "max_force", "tau_t", "tau_p",
-                    "max_temperature"]
+                    "max_temperature", "bond_factor"]
         for name in positive:
             value = getattr(self, name)
             if value is not None and not value > 0:

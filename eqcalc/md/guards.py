@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from ase import Atoms
+from ase.data import covalent_radii
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from ..data.neighbors import neighbour_list
 
 
 @dataclass
@@ -43,3 +49,49 @@ class Guards:
                 "(energy is not conserved: try a smaller timestep)"
             )
         return None
+
+
+class FragmentGuard:
+    """Notices a structure falling apart: two atoms are bonded when closer than ``bond_factor`` ×
+    the sum of their covalent radii (ASE's ``covalent_radii``), and the bonded atoms form
+    fragments (connected components, periodic images included). A run that ends up with more
+    fragments than it started with has broken a bond and lost a piece (a molecule outside the
+    model's training data, or too hot).
+
+    Args:
+        atoms: the starting structure; its fragment count is the reference.
+        bond_factor: bond length limit as a multiple of the covalent radii sum (> 0; 1.3–1.5 keeps
+            vibrating bonds bonded and hydrogen bonds unbonded).
+    """
+
+    def __init__(self, atoms: Atoms, bond_factor: float):
+        self.bond_factor = float(bond_factor)
+        self._radii = covalent_radii[atoms.numbers]
+        self._search = 2.0 * self.bond_factor * float(self._radii.max()) if len(atoms) else 0.0
+        self.start = int(self.fragments(atoms).max(initial=-1)) + 1
+
+    def fragments(self, atoms: Atoms) -> np.ndarray:
+        """(N,) int: the fragment of each atom, numbered 0, 1, … by their first atom."""
+        edge_index, shifts = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, self._search)
+        i, j = edge_index
+        distances = np.linalg.norm(atoms.positions[j] + shifts @ atoms.cell.array - atoms.positions[i], axis=1)
+        bonded = distances < self.bond_factor * (self._radii[i] + self._radii[j])
+        n = len(atoms)
+        graph = coo_matrix((np.ones(int(bonded.sum())), (i[bonded], j[bonded])), shape=(n, n))
+        return connected_components(graph, directed=False)[1]
+
+    def check(self, atoms: Atoms) -> str | None:
+        """A message naming the atoms of the smallest fragment when there are more fragments than
+        at the start, else None."""
+        labels = self.fragments(atoms)
+        count = int(labels.max(initial=-1)) + 1
+        if count <= self.start:
+            return None
+        sizes = np.bincount(labels)
+        smallest = np.flatnonzero(labels == int(np.argmin(sizes)))
+        listed = ", ".join(f"{k} ({atoms[k].symbol})" for k in smallest[:5]) + (" …" if len(smallest) > 5 else "")
+        return (
+            f"the structure fell apart: {count} fragments where it started with {self.start}; atom(s) {listed} "
+            f"are no longer bonded to the rest (bonded: closer than {self.bond_factor:g} × the covalent radii). A bond "
+            "broke: the structure left the model's training data, or the temperature is too high"
+        )

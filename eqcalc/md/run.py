@@ -26,7 +26,7 @@ from ..data.validation import CloseContactError
 from ..models.base import AtomisticModel
 from .config import MDConfig, read_yaml, write_yaml
 from .ensembles import build_dynamics, centre_of_mass_constraint, integrator_state, restore_integrator_state
-from .guards import Guards
+from .guards import FragmentGuard, Guards
 from .log import ThermoLog, plot_log
 from .trajectory import DiskFullError, Frame, Trajectory, TrajectoryWriter, frame_atoms, read_trajectory
 
@@ -147,6 +147,7 @@ def run(
     except (ValueError, FloatingPointError) as err:
         raise ValueError(f"The starting structure cannot be simulated: {err}") from err
     guards = Guards(config.max_force, config.temperature_limit)
+    fragments = FragmentGuard(system, config.bond_factor) if config.bond_factor is not None else None
     problem = guards.check(first.potential_energy, first.forces, system.get_temperature())
     if problem:
         raise ValueError(f"The starting structure fails a safety check: {problem}.")
@@ -183,6 +184,8 @@ def run(
                 stop_reason = str(err)
                 break
             stop_reason = guards.check(frame.potential_energy, frame.forces, system.get_temperature())
+            if not stop_reason and fragments is not None and step % config.log_interval == 0:
+                stop_reason = fragments.check(system)
             if stop_reason:
                 break
             last_good = frame

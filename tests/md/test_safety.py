@@ -210,3 +210,27 @@ def test_md_without_arguments_runs_nvt_of_the_bundled_molecule(tmp_path, monkeyp
     assert main(["md", "--steps", "10", "--no-progress"]) == 0  # only shortened
     trajectory = read_trajectory(tmp_path / "md_run" / "trajectory.h5")
     assert trajectory.metadata["md"]["ensemble"] == "nvt" and trajectory.step[-1] == 10
+
+
+def test_a_molecule_that_falls_apart_stops_the_run_naming_the_atom(tmp_path):
+    """The fragment guard (opt-in): an H atom sent away at 0.2 Å/fs leaves ethanol; the run stops
+    once it is no longer bonded, naming it, and a run without the guard carries on."""
+    from ase import units
+    from ase.build import molecule
+
+    from tests.md.conftest import MorseModel
+
+    atoms = molecule("CH3CH2OH")
+    model = MorseModel([1, 6, 8], cutoff=3.0, depth=0.01, r0=1.1).double()  # too weak to hold the H back
+    velocities = np.zeros((len(atoms), 3))
+    leaving = 8  # an H of the methyl group
+    velocities[leaving] = 0.2 * (atoms.positions[leaving] - atoms.positions[1]) / np.linalg.norm(
+        atoms.positions[leaving] - atoms.positions[1])
+    atoms.set_velocities(velocities / units.fs)
+    settings = dict(ensemble="nve", timestep=0.5, steps=100, velocities="structure", temperature=0.0,
+                    max_temperature=1e5, log_interval=1, progress=False)
+    stopped = run(atoms, model, output=tmp_path / "guarded", bond_factor=1.5, **settings)
+    assert not stopped.completed
+    assert f"atom(s) {leaving} (H) are no longer bonded" in stopped.stop_reason
+    assert 2 <= stopped.step <= 10  # 1.5 × (0.31 + 0.76) Å is reached within a few steps
+    assert run(atoms, model, output=tmp_path / "free", **settings).completed
