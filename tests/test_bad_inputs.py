@@ -34,13 +34,11 @@ def test_cuda_device_without_cuda_is_a_clear_error(model, tmp_path):
         eqcalc.EquivariantCalculator(model, device="gpu7")
 
 
-@pytest.mark.parametrize("content, message", [
-    ("", "could not be read as a structure"),
-    ("1\nProperties=species:S:1:pos:R:3\nO 0 0 0\n", "no degree of freedom"),
-])
-def test_md_on_an_empty_file_or_a_single_atom(model, tmp_path, capsys, content, message):
+def test_md_on_a_single_atom_names_the_missing_degrees_of_freedom(model, tmp_path, capsys):
+    """(Unreadable and empty structure files: tests/test_fault_matrix.py.)"""
+    message = "no degree of freedom"
     structure, model_file = tmp_path / "s.extxyz", tmp_path / "m.pt"
-    structure.write_text(content)
+    structure.write_text("1\nProperties=species:S:1:pos:R:3\nO 0 0 0\n")
     eqcalc.save_model(model, model_file)
     code = main(["md", "--structure", str(structure), "--model", str(model_file), "--steps", "2",
                  "--output", str(tmp_path / "run")])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ase.io import read
 
 HELP = "audit a model: invariance, equivariance, forces/stress vs finite differences, NVE drift"
 
@@ -19,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.readers import read_frames
     from ..models import load_model
     from ..testing.audit import FD_TOLERANCE, NVE_TOLERANCE, SYMMETRY_TOLERANCE, audit_structure
     from ..testing.physics import sample_structures
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         structures = [
             (f"{Path(path).name}@{k}", atoms)
             for path in args.structures
-            for k, atoms in enumerate(read(path, f":{args.frames}"))
+            for k, atoms in enumerate(read_frames(path, f":{args.frames}"))
         ]
     else:
         structures = list(sample_structures(model.species).items())

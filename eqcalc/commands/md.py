@@ -71,19 +71,9 @@ def collect_settings(args: argparse.Namespace) -> tuple[dict, dict]:
 
 def read_structure(path) -> Atoms:
     """The structure in ``path`` (any format ase.io.read knows; the last frame of a trajectory)."""
-    from pathlib import Path
+    from ..data.readers import read_frames
 
-    from ase.io import read
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"Structure file {str(path)!r} does not exist.")
-    try:
-        atoms = read(path)
-    except Exception as err:  # ASE's readers raise many kinds (UnknownFileTypeError, StopIteration, …)
-        raise ValueError(
-            f"{str(path)!r} could not be read as a structure ({type(err).__name__}: {err}); give a file "
-            "ase.io.read reads (extxyz, POSCAR, cif, …), or name its format in the extension."
-        ) from None
+    atoms = read_frames(path, index="-1")[0]
     if len(atoms) == 0:
         raise ValueError(f"{str(path)!r} holds a structure with no atoms.")
     return atoms

@@ -85,10 +85,24 @@ def _binning_cell(
     return binning, origin
 
 
+def canonical_order(edge_index: np.ndarray, shifts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (2, E) and their image shifts (E, 3) sorted by (i, j, shift): an order that
+    depends only on the set of pairs, not on where the atoms were when it was found."""
+    if shifts.size == 0:
+        return edge_index, shifts
+    reach = int(np.abs(shifts).max()) + 1
+    width = 2 * reach + 1
+    image = ((shifts[:, 0] + reach) * width + shifts[:, 1] + reach) * width + shifts[:, 2] + reach
+    n = int(edge_index.max()) + 1
+    order = np.argsort((edge_index[0] * n + edge_index[1]) * width**3 + image, kind="stable")
+    return edge_index[:, order], shifts[order]
+
+
 def neighbour_list(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All ordered pairs (i, j, S) with |r_j + S·cell − r_i| < cutoff, i≠j or S≠0.
+    """All ordered pairs (i, j, S) with |r_j + S·cell − r_i| < cutoff, i≠j or S≠0, in
+    :func:`canonical_order`.
 
     Args:
         positions: (N, 3) Cartesian positions, Å.
@@ -114,4 +128,4 @@ def neighbour_list(
     shifts = shifts.astype(np.int64, copy=False)
     if sparse.any():  # r_j − n_j·cell + S'·cell − (r_i − n_i·cell) = r_j + (S' + n_i − n_j)·cell − r_i
         shifts = shifts + moved[edge_index[0]] - moved[edge_index[1]]
-    return edge_index, shifts
+    return canonical_order(edge_index, shifts)

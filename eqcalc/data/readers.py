@@ -186,21 +186,40 @@ def _read_ase_db(path: Path) -> list[Atoms]:
     return frames
 
 
-def read_frames(path: str | os.PathLike) -> list[Atoms]:
-    """All ASE frames of an ASE database (.db) or any file ``ase.io.read`` understands."""
+def read_frames(path: str | os.PathLike, index: str = ":") -> list[Atoms]:
+    """The ASE frames ``index`` selects (``ase.io.read`` syntax: ":", ":5", "-1") of an ASE database
+    (.db) or any file ``ase.io.read`` understands; ValueError naming the file when it is empty or
+    unreadable, or holds no frame."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a directory; give a structure file.")
     if not path.is_file():
-        raise FileNotFoundError(f"Data file {str(path)!r} does not exist.")
+        raise FileNotFoundError(f"Structure file {str(path)!r} does not exist.")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{str(path)!r} is empty; give a file with at least one structure.")
     try:
         if path.suffix.lower() in ASE_DB_SUFFIXES:
-            return _read_ase_db(path)
-        frames = ase.io.read(str(path), index=":")
+            frames = _read_ase_db(path)
+            frames = frames[_as_slice(index)] if frames else frames
+        else:
+            frames = ase.io.read(str(path), index=index)
     except Exception as err:  # ASE raises many types for unreadable files
         raise ValueError(
             f"Could not read {str(path)!r} as structures ({type(err).__name__}: {err}). Check that the file is "
-            "complete and in a format ASE reads (extxyz, .db, …), or an eqcalc .h5 file."
-        ) from err
-    return list(frames)
+            "complete and in a format ASE reads (extxyz, POSCAR, cif, .db, …), or an eqcalc .h5 file."
+        ) from None
+    frames = [frames] if isinstance(frames, Atoms) else list(frames)
+    if not frames:
+        raise ValueError(f"{str(path)!r} holds no structure.")
+    return frames
+
+
+def _as_slice(index: str) -> slice:
+    """An ``ase.io.read`` index string as a slice over frames ("-1" selects the last one)."""
+    if ":" not in index:
+        position = int(index)
+        return slice(position, position + 1 if position != -1 else None)
+    return slice(*(int(part) if part else None for part in index.split(":")))
 
 
 def read_structures(

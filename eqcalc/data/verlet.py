@@ -22,6 +22,10 @@ class VerletNeighbourList:
     and lets NPT runs and cell relaxations keep the list through small cell changes. A change
     of pbc or atomic numbers, or a change from a singular cell, triggers a rebuild. Callers
     keep only the pairs currently within ``cutoff``.
+
+    The pairs come in :func:`~eqcalc.data.neighbors.canonical_order`, so the pairs within
+    ``cutoff`` have the same order whenever the list was built: results at given positions do not
+    depend on the history of the run (a resumed MD run repeats the uninterrupted one bit for bit).
     """
 
     def __init__(self, cutoff: float, skin: float = 0.5):

@@ -217,13 +217,22 @@ def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
     return isinstance(value, hint), value
 
 
+#: option names of mace-torch and NequIP configs → eqcalc's, for "did you mean"
+PEER_NAMES = {
+    "learning_rate": "lr", "max_num_epochs": "max_epochs", "r_max": "cutoff", "train_file": "train",
+    "valid_file": "valid", "test_file": "test", "ema": "ema_decay", "patience": "early_stopping_patience",
+    "clip_grad": "clip_grad_norm", "E0s": "atomic_energies", "default_dtype": "dtype",
+    "foundation_model": "init_from", "n_train": "train_count", "scaling": "energy_scale",
+}
+
+
 def _checked(cls: type, values: dict[str, Any], prefix: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls) if f.name not in skip]
     checked = {}
     for key, value in values.items():
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
+            close = [PEER_NAMES[key]] if PEER_NAMES.get(key) in known else difflib.get_close_matches(str(key), known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"{prefix}{key}: unknown option.{hint} Known options: {', '.join(known)}.")
         ok, coerced = _coerce(value, hints[key])
