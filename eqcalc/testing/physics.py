@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from ase import Atoms
+from ase.data import covalent_radii
 
 from ..calculator import has_stress
 from ..data.graph import atoms_to_graph, batch_graphs
@@ -122,20 +123,27 @@ def finite_difference_stress(model: AtomisticModel, atoms: Atoms, delta: float =
     return stress / atoms.cell.volume
 
 
-def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
-    """max |value − reference| / max |reference| (absolute if the reference is ~0)."""
-    scale = max(float(np.abs(reference).max(initial=0.0)), 1e-12)
+def relative_error(value: np.ndarray, reference: np.ndarray, floor: float = 1e-12) -> float:
+    """max |value − reference| / max(max |reference|, floor): relative, but absolute in units of
+    ``floor`` where the reference is (near) zero, as the forces of a perfect crystal are."""
+    scale = max(float(np.abs(reference).max(initial=0.0)), floor)
     return float(np.abs(value - reference).max(initial=0.0)) / scale
 
 
-def force_fd_error(model: AtomisticModel, atoms: Atoms, delta: float = 1e-5) -> float:
-    """Relative error of autograd forces against central finite differences."""
-    return relative_error(evaluate(model, atoms, stress=False)["forces"], finite_difference_forces(model, atoms, delta))
+def force_fd_error(model: AtomisticModel, atoms: Atoms, delta: float = 1e-5, floor: float = 1e-12) -> float:
+    """Relative error (see :func:`relative_error`, ``floor`` in eV/Å) of autograd forces against
+    central finite differences."""
+    return relative_error(
+        evaluate(model, atoms, stress=False)["forces"], finite_difference_forces(model, atoms, delta), floor
+    )
 
 
-def stress_fd_error(model: AtomisticModel, atoms: Atoms, delta: float = 1e-5) -> float:
-    """Relative error of autograd stress against central finite differences of strain."""
-    return relative_error(evaluate(model, atoms, stress=True)["stress"], finite_difference_stress(model, atoms, delta))
+def stress_fd_error(model: AtomisticModel, atoms: Atoms, delta: float = 1e-5, floor: float = 1e-12) -> float:
+    """Relative error (see :func:`relative_error`, ``floor`` in eV/Å³) of autograd stress against
+    central finite differences of strain."""
+    return relative_error(
+        evaluate(model, atoms, stress=True)["stress"], finite_difference_stress(model, atoms, delta), floor
+    )
 
 
 def supercell_errors(model: AtomisticModel, atoms: Atoms, repeat: Sequence[int] = (2, 2, 2)) -> dict:
@@ -186,35 +194,44 @@ def batch_errors(model: AtomisticModel, structures: Sequence[Atoms]) -> dict:
     }
 
 
+MIN_SAMPLE_DISTANCE = 0.9  # Å
+
+
 def sample_structures(species: Sequence[int], seed: int = 0) -> dict[str, Atoms]:
-    """Small structures for checks: a molecule, and a triclinic periodic cell smaller than
-    typical cutoffs (so many images enter), both made of ``species``."""
+    """Small structures for checks, made of ``species`` at their real bond lengths (so a trained
+    model sees something like its data): a 7-atom molecule, and a skewed 5-atom periodic cell
+    smaller than typical cutoffs (so many images enter). Bonds are the sums of ASE's covalent
+    radii × 0.95–1.15; no pair (images included) is closer than 0.85 × its bond length or
+    :data:`MIN_SAMPLE_DISTANCE`."""
     rng = np.random.default_rng(seed)
     species = list(species)
-    return {
-        "molecule": _random_cluster(rng, species, num_atoms=7, box=3.0),
-        "periodic": _random_crystal(rng, species, num_atoms=5, lattice=3.3),
-    }
+    molecule = Atoms(numbers=[species[k % len(species)] for k in range(7)])
+    numbers = [species[k % len(species)] for k in range(5)]
+    bond = float(np.mean(covalent_radii[numbers])) * 2.0
+    cell = (5 * 8.0 * bond**3) ** (1 / 3) * (np.eye(3) + 0.15 * rng.uniform(-1, 1, (3, 3)))
+    crystal = Atoms(numbers=numbers, cell=cell, pbc=True)
+    return {"molecule": _grown(rng, molecule), "periodic": _grown(rng, crystal)}
 
 
-def _random_cluster(rng: np.random.Generator, species: list[int], num_atoms: int, box: float) -> Atoms:
-    numbers = [species[k % len(species)] for k in range(num_atoms)]
-    return _without_close_contacts(rng, Atoms(numbers=numbers, cell=np.eye(3) * box))
-
-
-def _random_crystal(rng: np.random.Generator, species: list[int], num_atoms: int, lattice: float) -> Atoms:
-    cell = lattice * (np.eye(3) + 0.15 * rng.uniform(-1, 1, (3, 3)))
-    numbers = [species[k % len(species)] for k in range(num_atoms)]
-    return _without_close_contacts(rng, Atoms(numbers=numbers, cell=cell, pbc=True))
-
-
-def _without_close_contacts(rng: np.random.Generator, atoms: Atoms, min_distance: float = 0.9) -> Atoms:
-    """Place the atoms uniformly in the cell until no pair (images included) is closer than ``min_distance`` Å."""
-    while True:
-        atoms.positions = rng.uniform(0, 1, (len(atoms), 3)) @ atoms.cell.array
-        edge_index, _ = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, min_distance)
-        if edge_index.shape[1] == 0:
+def _grown(rng: np.random.Generator, atoms: Atoms, tries: int = 10000) -> Atoms:
+    """``atoms`` with positions grown atom by atom, each bonded to a random earlier one."""
+    radii = covalent_radii[atoms.numbers]
+    for _ in range(tries):
+        positions = np.zeros((len(atoms), 3))
+        positions[0] = atoms.cell.array.sum(axis=0) / 2
+        for k in range(1, len(atoms)):
+            partner = rng.integers(k)
+            direction = rng.normal(size=3)
+            length = (radii[k] + radii[partner]) * rng.uniform(0.95, 1.15)
+            positions[k] = positions[partner] + length * direction / np.linalg.norm(direction)
+        atoms.positions = positions
+        reach = max(2.0 * float(radii.max()), MIN_SAMPLE_DISTANCE)
+        edge_index, shifts = neighbour_list(positions, atoms.cell.array, atoms.pbc, reach)
+        i, j = edge_index
+        distances = np.linalg.norm(positions[j] + shifts @ atoms.cell.array - positions[i], axis=1)
+        if np.all(distances >= np.maximum(0.85 * (radii[i] + radii[j]), MIN_SAMPLE_DISTANCE)):
             return atoms
+    raise RuntimeError(f"could not place {atoms.get_chemical_formula()} without close contacts")
 
 
 def randomize_energy_offsets(model: AtomisticModel, seed: int = 0) -> AtomisticModel:

@@ -34,3 +34,32 @@ def test_check_command_passes_a_correct_model(tmp_path, capsys):
     assert main(["check", str(tmp_path / "model.pt"), "--transforms", "4"]) == 0
     out = capsys.readouterr().out
     assert "2 passed, 0 failed" in out and "periodic" in out
+
+
+def test_perfect_crystal_with_zero_forces_passes_the_check(tmp_path, capsys):
+    """Forces of a perfect crystal vanish by symmetry: finite differences are then noise around 0,
+    and a purely relative comparison failed healthy models (4.4e-2 'relative' error)."""
+    from ase.build import bulk
+
+    torch.manual_seed(0)
+    model = eqcalc.build_model("schnet", species=[29], cutoff=4.0, num_features=8, num_interactions=1).double()
+    eqcalc.save_model(model, tmp_path / "cu.pt")
+    bulk("Cu", "fcc", a=3.6, cubic=True).write(tmp_path / "cu.extxyz")
+    assert main(["check", str(tmp_path / "cu.pt"), str(tmp_path / "cu.extxyz"), "--transforms", "4"]) == 0
+    assert "1 passed, 0 failed" in capsys.readouterr().out
+
+
+def test_sample_structures_sit_at_real_bond_lengths():
+    """Each atom's nearest neighbour is at 0.85–1.15 × the covalent bond length, for light and heavy
+    elements alike (random atoms in a 3 Å box put Ge at half its bond length: a trained Ge model
+    then 'failed' NVE by 3e7 eV/atom)."""
+    import numpy as np
+    from ase.data import covalent_radii
+
+    for species in ([1, 6, 8], [32], [14, 8], [29, 79]):
+        for atoms in sample_structures(species).values():
+            distances = atoms.get_all_distances(mic=bool(atoms.pbc.any()))
+            np.fill_diagonal(distances, np.inf)
+            radii = covalent_radii[atoms.numbers]
+            ratio = (distances / (radii[:, None] + radii[None, :])).min(axis=1)
+            assert np.all(ratio >= 0.85) and np.all(ratio <= 1.15), (species, ratio)
