@@ -25,15 +25,20 @@ def split_count(total: int, fraction: float | None = None, count: int | None = N
     return held
 
 
+def random_split_indices(
+    total: int, *, fraction: float | None = None, count: int | None = None, seed: int = 0
+) -> tuple[list[int], list[int]]:
+    """(kept, held_out) indices into ``total`` items, each part sorted: a seeded random choice of
+    ``count`` items (or a ``fraction``) held out."""
+    held = split_count(total, fraction, count)
+    held_out = sorted(np.random.default_rng(seed).permutation(total)[:held].tolist())
+    chosen = set(held_out)
+    return [i for i in range(total) if i not in chosen], held_out
+
+
 def random_split(
     items: Sequence[T], *, fraction: float | None = None, count: int | None = None, seed: int = 0
 ) -> tuple[list[T], list[T]]:
-    """(kept, held_out): a seeded random choice of ``count`` items (or a ``fraction``) held out.
-
-    The kept items keep their original order.
-    """
-    held = split_count(len(items), fraction, count)
-    order = np.random.default_rng(seed).permutation(len(items))
-    held_out = set(order[:held].tolist())
-    kept = [item for i, item in enumerate(items) if i not in held_out]
-    return kept, [items[i] for i in sorted(held_out)]
+    """(kept, held_out) items of :func:`random_split_indices`; the kept items keep their order."""
+    kept, held_out = random_split_indices(len(items), fraction=fraction, count=count, seed=seed)
+    return [items[i] for i in kept], [items[i] for i in held_out]

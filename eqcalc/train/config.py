@@ -101,6 +101,7 @@ class TrainConfig:
     device: str = _option("auto", "cpu, cuda, cuda:1 … or auto")
     output: str = _option("runs/train", "output folder (checkpoint.pt, best_model.pt, metrics.csv)")
     resume: bool = _option(False, "continue from OUTPUT/checkpoint.pt")
+    overwrite: bool = _option(False, "replace a run already in OUTPUT")
     progress: bool = _option(True, "show a progress bar per epoch")
     tensorboard: bool = _option(False, "also write TensorBoard scalars to OUTPUT/tensorboard")
 
@@ -154,6 +155,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be ≥ 0.")
         if self.train is None:
             raise ValueError("No training data: set train: FILE in the config or pass --train FILE.")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: continue the run, or replace it.")
         if not 0 <= self.replay_fraction <= 1:
             raise ValueError("replay_fraction must be in [0, 1].")
         if self.init_from is None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from ase.data import chemical_symbols
 
 from ..data.dataset import GraphDataset
 from ..data.readers import LabelKeys, read_structures
-from ..data.splits import random_split
+from ..data.splits import random_split_indices
 from ..data.labelled import LabelledStructure
 from .config import TrainConfig
 from .outliers import check_outliers
@@ -17,14 +17,16 @@ from .outliers import check_outliers
 
 @dataclass
 class TrainingData:
-    """Graphs of the three sets (``test`` may be None, ``valid`` empty), the model's species, and the
-    replay frames of a fine-tuning run (None without ``replay_data``)."""
+    """Graphs of the three sets (``test`` may be None, ``valid`` empty), the model's species, the
+    replay frames of a fine-tuning run (None without ``replay_data``), and which frames of which
+    file each set holds."""
 
     train: GraphDataset
     valid: GraphDataset
     test: GraphDataset | None
     species: list[int]
     replay: GraphDataset | None = None
+    splits: dict = field(default_factory=dict)  # set → {"file": path, "frames": 0-based indices}
 
 
 def _elements(structures: list[LabelledStructure]) -> set[int]:
@@ -51,16 +53,27 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         check_outliers(structures, config.outlier_threshold, path)
         return structures
 
-    train = read(config.train)
+    frames = read(config.train)
+    train_rows = list(range(len(frames)))
     if config.valid is not None:
         valid = read(config.valid)
+        splits = {"valid": {"file": config.valid, "frames": list(range(len(valid)))}}
     else:
-        train, valid = random_split(train, fraction=config.valid_fraction, count=config.valid_count, seed=config.seed)
-    if config.train_count is not None and config.train_count != len(train):
-        if not 0 < config.train_count < len(train):
-            raise ValueError(f"train_count: {config.train_count} is not in 1..{len(train)}, the training structures available.")
-        _, train = random_split(train, count=config.train_count, seed=config.seed)  # the same seed nests the subsets
+        train_rows, valid_rows = random_split_indices(
+            len(frames), fraction=config.valid_fraction, count=config.valid_count, seed=config.seed
+        )
+        valid = [frames[i] for i in valid_rows]
+        splits = {"valid": {"file": config.train, "frames": valid_rows}}
+    if config.train_count is not None and config.train_count != len(train_rows):
+        if not 0 < config.train_count < len(train_rows):
+            raise ValueError(f"train_count: {config.train_count} is not in 1..{len(train_rows)}, the training structures available.")
+        _, chosen = random_split_indices(len(train_rows), count=config.train_count, seed=config.seed)  # nested subsets
+        train_rows = [train_rows[k] for k in chosen]
+    train = [frames[i] for i in train_rows]
+    splits = {"train": {"file": config.train, "frames": train_rows}, **splits}
     test = read(config.test) if config.test is not None else None
+    if test is not None:
+        splits["test"] = {"file": config.test, "frames": list(range(len(test)))}
     check_weighted_labels(train, config)
     species = sorted(_elements(train))
     for name, structures in (("validation", valid), ("test", test or [])):
@@ -78,4 +91,5 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         test=GraphDataset(test, cutoff, f"test data ({config.test})") if test is not None else None,
         species=species,
         replay=GraphDataset(replay, cutoff, f"replay data ({config.replay_data})") if replay is not None else None,
+        splits=splits,
     )

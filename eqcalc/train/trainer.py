@@ -38,6 +38,9 @@ from .finetune import freeze_parameters, model_from_base, resolve_freeze
 from .loss import WeightedLoss, label_counts
 from .metrics import ErrorAccumulator
 from .replay import ReplaySampler
+from .run_folder import (
+    CONFIG_NAME, LOG_NAME, PLOT_NAME, SPLITS_NAME, RunLog, plot_metrics, remove_run, write_run_config, write_splits,
+)
 from .schedule import LearningRateSchedule
 from .statistics import compute_statistics
 
@@ -49,10 +52,12 @@ METRICS_COLUMNS = [
     "valid_e_mae_meV_atom", "valid_e_rmse_meV_atom", "valid_f_mae_meV_A", "valid_f_rmse_meV_A",
     "valid_s_mae_GPa", "valid_s_rmse_GPa", "seconds",
 ]
+#: the files of a run that --overwrite removes before a new run starts in the folder
+RUN_FILES = [CHECKPOINT_NAME, BEST_MODEL_NAME, METRICS_NAME, LOG_NAME, CONFIG_NAME, SPLITS_NAME, PLOT_NAME]
 # Options that may change between a run and its resumption; any other difference is an error.
 #: a batch loss this many times the first batch loss of its loss stage means training diverged
 DIVERGENCE_FACTOR = 1e4
-RESUMABLE_CHANGES = {"max_epochs", "max_time", "resume", "progress", "device", "tensorboard", "early_stopping_patience", "output", "test"}
+RESUMABLE_CHANGES = {"overwrite", "max_epochs", "max_time", "resume", "progress", "device", "tensorboard", "early_stopping_patience", "output", "test"}
 
 
 def seed_everything(seed: int) -> None:
@@ -97,7 +102,7 @@ class Trainer:
         self.context = context or init_distributed(config.device)
         self.device = self.context.device
         self.output = Path(config.output)
-        self._log = log
+        self._log = RunLog(log)
         self.data = data or load_training_data(config)
         self.log(
             f"Data: {len(self.data.train)} training, {len(self.data.valid)} validation"
@@ -106,6 +111,8 @@ class Trainer:
         )
         seed_everything(config.seed)
         checkpoint = self._checkpoint_to_resume()
+        if self.context.is_main:
+            self._claim_output(resumed=checkpoint is not None)
         if checkpoint is not None:
             model = model_from_payload(checkpoint["model"])
         elif config.init_from is not None:
@@ -200,13 +207,23 @@ class Trainer:
                  f"{float(model.energy_scale):.6g} eV and average neighbours {model.avg_num_neighbors:.4f} kept.")
         return model
 
+    def _claim_output(self, resumed: bool) -> None:
+        """Make the run folder (emptied of an earlier run's files with ``overwrite``), start its
+        train.log and write config.yaml and splits.json."""
+        self.output.mkdir(parents=True, exist_ok=True)
+        if self.config.overwrite and not resumed:
+            remove_run(self.output, RUN_FILES)
+        self._log.open(self.output)
+        write_run_config(self.output, self.config.to_dict())
+        write_splits(self.output, self.data.splits)
+
     def _checkpoint_to_resume(self) -> dict | None:
         path = self.output / CHECKPOINT_NAME
         if not self.config.resume:
-            if path.exists():
+            if path.exists() and not self.config.overwrite:
                 raise ValueError(
                     f"{str(path)!r} exists: this output folder holds a run. Continue it with --resume, "
-                    "or choose another --output."
+                    "replace it with --overwrite, or choose another --output."
                 )
             return None
         checkpoint = load_checkpoint(path)
@@ -291,7 +308,7 @@ class Trainer:
         bar = tqdm(
             self.train_loader,
             desc=f"epoch {epoch + 1}/{self.config.max_epochs}",
-            disable=not (self.config.progress and self.context.is_main),
+            disable=not (self.config.progress and self.context.is_main and sys.stderr.isatty()),
             leave=False,
             file=sys.stderr,
             dynamic_ncols=True,
@@ -399,6 +416,8 @@ class Trainer:
                 self.log(f"Stopped: the {config.max_time:g}-minute budget is spent after epoch {self.epoch}; --resume continues.")
                 break
         self.log(f"Best validation loss {self.best_valid_loss:.6g}; model in {self.output / BEST_MODEL_NAME}.")
+        if self.context.is_main:
+            plot_metrics(self.output / METRICS_NAME, self.output)
         if self.tensorboard is not None:
             self.tensorboard.close()
         test_errors = self._evaluate_test() if self.data.test is not None and self.context.is_main else None

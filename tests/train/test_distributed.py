@@ -53,7 +53,8 @@ def test_two_processes_match_one_process_on_the_full_batch(tmp_path, options):
     for name, p in single.model.named_parameters():
         torch.testing.assert_close(ranks[0]["gradients"][name], p.grad, rtol=1e-10, atol=1e-13)
     output = Path(options["output"])
-    assert {p.name for p in output.iterdir()} == {"checkpoint.pt", "best_model.pt", "metrics.csv"}
+    assert {p.name for p in output.iterdir()} == {  # written once, by rank 0
+        "checkpoint.pt", "best_model.pt", "metrics.csv", "train.log", "config.yaml", "splits.json", "training.png"}
     assert len((output / "metrics.csv").read_text().splitlines()) == 3
 
 

@@ -226,3 +226,39 @@ def test_early_stopping_in_stage_one_starts_stage_two_instead_of_ending(tmp_path
     losses = [float(row["valid_loss"]) for row in metrics(tmp_path)]
     assert losses[0] == losses[1] == losses[2] != losses[3] == losses[4] == losses[5]
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["stage_two_start"] == 3
+
+
+def test_run_folder_holds_log_config_splits_and_plot(tmp_path, small_train_file):
+    """What a MACE user expects in a run folder; the split names the frames of the file exactly."""
+    import json
+
+    import yaml
+
+    output = tmp_path / "run"
+    Trainer(config(small_train_file, output, max_epochs=2)).fit()
+    log = (output / "train.log").read_text().splitlines()
+    assert log[0].split("  ", 1)[1].startswith("Data: 20 training, 4 validation")
+    assert all(line[:4].isdigit() and line[10] == " " for line in log)  # "2026-12-02 16:03:12  ..."
+    assert any("epoch    2" in line or "epoch 2" in line for line in log)
+    assert yaml.safe_load((output / "config.yaml").read_text())["lr"] == 5e-3
+    splits = json.loads((output / "splits.json").read_text())
+    assert sorted(splits["train"]["frames"] + splits["valid"]["frames"]) == list(range(24))
+    frames = ase.io.read(small_train_file, ":")
+    data_energies = [f.get_potential_energy() for f in frames]
+    trainer_energies = sorted(s.energy for s in Trainer(config(small_train_file, tmp_path / "again")).data.train.structures)
+    assert sorted(data_energies[i] for i in splits["train"]["frames"]) == trainer_energies
+    assert (output / "training.png").stat().st_size > 1000
+    resumed = Trainer(config(small_train_file, output, max_epochs=3, resume=True))
+    resumed.fit()
+    assert len((output / "train.log").read_text().splitlines()) > len(log)  # appended, not replaced
+
+
+def test_overwrite_replaces_a_run(tmp_path, small_train_file):
+    output = tmp_path / "run"
+    Trainer(config(small_train_file, output, max_epochs=1)).fit()
+    with pytest.raises(ValueError, match="--overwrite"):
+        Trainer(config(small_train_file, output, max_epochs=1))
+    Trainer(config(small_train_file, output, max_epochs=1, overwrite=True, seed=4)).fit()
+    assert (output / "train.log").read_text().count("Data: ") == 1
+    with pytest.raises(ValueError, match="exclude each other"):
+        config(small_train_file, output, resume=True, overwrite=True)
