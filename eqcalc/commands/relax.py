@@ -38,5 +38,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"max force      {result.max_force:.4g} eV/Å")
     if result.pressure is not None:
         print(f"pressure       {result.pressure:.4g} GPa")
+    if result.atoms.pbc.any():
+        a, b, c, alpha, beta, gamma = result.atoms.cell.cellpar()
+        print(f"cell lengths   a {a:.5f}  b {b:.5f}  c {c:.5f} Å")
+        print(f"cell angles    α {alpha:.3f}  β {beta:.3f}  γ {gamma:.3f}°")
+        print(f"volume         {result.atoms.get_volume():.4f} Å³ ({result.atoms.get_volume() / len(result.atoms):.4f} per atom)")
+        for name, vector in zip("abc", result.atoms.cell.array):
+            print(f"lattice {name}      {vector[0]:12.6f} {vector[1]:12.6f} {vector[2]:12.6f}")
     print(f"Wrote {args.output}/relaxed.extxyz and {args.output}/relax_trajectory.extxyz")
     return 0 if result.converged else 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms
@@ -25,6 +25,8 @@ class LabelledStructure:
         forces: (N, 3) float64, eV/Å, or None.
         stress: (3, 3) float64, eV/Å³, ASE sign (positive = tensile), or None.
         config_type: label used to group errors (extxyz ``config_type``).
+        info: the frame's other ``Atoms.info`` entries (kept for output files such as
+            ``eqcalc eval --predictions``; not used by training).
     """
 
     numbers: np.ndarray
@@ -35,6 +37,7 @@ class LabelledStructure:
     forces: np.ndarray | None = None
     stress: np.ndarray | None = None
     config_type: str = DEFAULT_CONFIG_TYPE
+    info: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.numbers = np.asarray(self.numbers, dtype=np.int64).reshape(-1)
@@ -65,6 +68,7 @@ class LabelledStructure:
     def to_atoms(self) -> Atoms:
         """ASE Atoms with the labels attached as a SinglePointCalculator (energy, forces, Voigt stress)."""
         atoms = Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
+        atoms.info.update(self.info)
         atoms.info["config_type"] = self.config_type
         results = {}
         if self.energy is not None:

@@ -102,6 +102,7 @@ def structure_from_atoms(atoms: Atoms, keys: LabelKeys = LabelKeys(), where: str
         forces=forces,
         stress=stress,
         config_type=str(atoms.info.get("config_type", DEFAULT_CONFIG_TYPE)),
+        info={k: v for k, v in atoms.info.items() if k != "config_type"},
     )
 
 

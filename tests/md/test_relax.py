@@ -68,3 +68,19 @@ def test_strained_cell_relaxes_back(morse_model):
 def test_cell_relaxation_of_a_molecule_is_refused(morse_model):
     with pytest.raises(ValueError, match="periodic cell"):
         relax(Atoms("Cu2", positions=[[0, 0, 0], [2.5, 0, 0]]), morse_model, cell=True)
+
+
+def test_relax_command_prints_the_final_cell(cu_model, tmp_path, capsys):
+    from ase.io import read
+
+    import eqcalc
+    from eqcalc.cli import main
+
+    eqcalc.save_model(cu_model, tmp_path / "cu.pt")
+    bulk("Cu", "fcc", a=3.55, cubic=True).write(tmp_path / "cu.extxyz")
+    main(["relax", "--model", str(tmp_path / "cu.pt"), "--structure", str(tmp_path / "cu.extxyz"), "--cell",
+          "--steps", "20", "--output", str(tmp_path / "relax")])
+    out = capsys.readouterr().out
+    final = read(tmp_path / "relax" / "relaxed.extxyz")
+    a, b, c = final.cell.cellpar()[:3]
+    assert f"a {a:.5f}  b {b:.5f}  c {c:.5f} Å" in out and "cell angles" in out and "volume" in out

@@ -117,6 +117,8 @@ def test_best_model_deploys_with_the_training_time_predictions(tmp_path, small_t
     atoms.calc = calc
     assert frames[5].info["eqcalc_energy"] == pytest.approx(atoms.get_potential_energy(), rel=1e-12)
     assert frames[5].get_potential_energy() == read_structures(small_train_file)[5].energy
+    original = ase.io.read(small_train_file, 5)
+    assert original.info and all(frames[5].info[key] == value for key, value in original.info.items())
 
 
 def test_periodic_stress_training_in_float32(tmp_path, silicon_file):
