@@ -28,7 +28,7 @@ SPECIES = [1, 6, 8, 29]
 def run_case(model, atoms, skin: float, repeats: int, seed: int = 0):
     """Median ms per call and neighbour-list share, along an MD-like random walk."""
     atoms = atoms.copy()
-    calc = eqcalc.EquivariantCalculator(model, skin=skin)
+    calc = eqcalc.EquivariantCalculator(model, skin=skin, reuse_memory=True)
     rng = np.random.default_rng(seed)
     properties = ["energy", "forces"] + (["stress"] if atoms.pbc.any() else [])
 

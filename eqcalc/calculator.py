@@ -123,11 +123,12 @@ class EquivariantCalculator(Calculator):
             convolutions in blocks (less memory; MACE's product-basis kernel stays) before
             chunking. Where the kernels cannot be built, a warning and the torch path.
             ``kernels_in_use`` says which runs.
-        reuse_memory: on CPU, from the first structure of 1,000 atoms or more, switch glibc to
-            keeping freed memory for reuse (:func:`eqcalc.memory.keep_freed_memory`; process-wide,
-            and it stays on): each call then reuses the pages of the previous one instead of
-            page-faulting its large per-edge buffers in again, which otherwise costs up to half
-            the time per call. The resident size stays at the peak of the largest call.
+        reuse_memory: opt-in, because it changes the whole process: on CPU, from the first
+            structure of 1,000 atoms or more, switch glibc to keeping freed memory for reuse
+            (:func:`eqcalc.memory.keep_freed_memory`; it stays on): each call then reuses the
+            pages of the previous one instead of page-faulting its large per-edge buffers in
+            again (see docs/performance.md). The resident size stays at the peak of the largest
+            call. ``eqcalc.md.run`` and ``eqcalc.md.relax`` (and so the commands) turn it on.
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order xx, yy, zz, yz, xz, xy;
     ASE sign: positive = tensile). Per-atom energies are available as "energies".
@@ -146,7 +147,7 @@ class EquivariantCalculator(Calculator):
         block_slots: int | str | None = "auto",
         compile: bool = False,
         kernels: bool = True,
-        reuse_memory: bool = True,
+        reuse_memory: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)

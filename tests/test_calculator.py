@@ -190,15 +190,18 @@ def test_unknown_element_is_named_by_the_model_itself(schnet64):
         compute_properties(schnet64, graph)
 
 
-@pytest.mark.parametrize("reuse_memory, num_atoms, switched", [(True, 1536, 1), (True, 192, 0), (False, 1536, 0)])
+@pytest.mark.parametrize("reuse_memory, num_atoms, switched",
+                         [(True, 1536, 1), (True, 192, 0), (False, 1536, 0), (None, 1536, 0)])
 def test_large_cpu_structures_keep_freed_memory(monkeypatch, schnet64, reuse_memory, num_atoms, switched):
-    """From 1,000 atoms on the calculator switches glibc to reusing freed memory, once per calculator
-    (patched here: the real switch is process-wide; tests/test_memory.py checks what it does)."""
+    """With reuse_memory (opt-in: None = the default), from 1,000 atoms on the calculator switches glibc to
+    reusing freed memory, once per calculator (patched here: the real switch is process-wide;
+    tests/test_memory.py checks what it does)."""
     calls = []
     monkeypatch.setattr(eqcalc.calculator, "keep_freed_memory", lambda: calls.append(1) or True)
     atoms = water_box(2 if num_atoms == 1536 else 1)
     assert len(atoms) == num_atoms
-    atoms.calc = EquivariantCalculator(schnet64, reuse_memory=reuse_memory)
+    options = {} if reuse_memory is None else {"reuse_memory": reuse_memory}
+    atoms.calc = EquivariantCalculator(schnet64, **options)
     atoms.get_potential_energy()
     atoms.positions[0] += 0.01
     atoms.get_potential_energy()

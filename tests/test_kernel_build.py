@@ -1,5 +1,6 @@
 """Building the CPU kernels survives a build that was killed (it left torch's lock file behind)."""
 
+import os
 import subprocess
 import sys
 
@@ -27,3 +28,16 @@ def test_stale_lock_of_a_killed_build_is_removed_not_waited_on():
     assert result.stdout.strip() == "True"
     assert "stale build lock" in result.stderr
     assert removed
+
+
+def test_building_the_kernels_leaves_path_as_it_was(monkeypatch):
+    """ninja's folder is put on PATH for the build only (it was a process-wide side effect)."""
+    from eqcalc.nn import kernels
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    with kernels._ninja_on_path():
+        inside = os.environ["PATH"]
+    assert os.environ["PATH"] == "/usr/bin:/bin"
+    import ninja
+
+    assert inside.split(os.pathsep)[0] == ninja.BIN_DIR

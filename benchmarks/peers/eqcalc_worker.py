@@ -17,7 +17,7 @@ def build(args, atoms):
     family = config.pop("family")
     model = eqcalc.build_model(family, species=args.species, cutoff=args.cutoff, **config)
     model = model.to(getattr(torch, args.dtype)).eval()
-    calc = eqcalc.EquivariantCalculator(model, skin=args.skin, compile=args.compile)
+    calc = eqcalc.EquivariantCalculator(model, skin=args.skin, compile=args.compile, reuse_memory=True)
     return calc, model, f"skin {args.skin} Å" + (", compile=True" if args.compile else "")
 
 

@@ -21,7 +21,7 @@ def trained_calculator(package: str, path: str, dtype: str, skin: float, compile
     if package == "eqcalc":
         from eqcalc import EquivariantCalculator
 
-        calc = EquivariantCalculator(path, dtype=dtype, skin=skin, compile=compile)
+        calc = EquivariantCalculator(path, dtype=dtype, skin=skin, compile=compile, reuse_memory=True)
         return calc, calc.model
     if package == "mace":
         calc = mace_calculator(path, dtype, compile)

@@ -70,13 +70,16 @@ def relax(
         output: folder for relaxed.extxyz and the optimisation trajectory (relax_trajectory.extxyz).
         overwrite: replace an earlier relaxation in ``output`` (otherwise that is an error).
         logfile: the optimiser's log ("-" for stdout, None for none).
+
+    From 1,000 atoms on, glibc keeps freed memory for reuse in this process (the calculator's
+    ``reuse_memory``).
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}.")
     if fmax <= 0 or steps < 0:
         raise ValueError(f"fmax must be positive and steps ≥ 0, got fmax={fmax}, steps={steps}.")
     system = atoms.copy()
-    system.calc = EquivariantCalculator(model, device=device, dtype=dtype)
+    system.calc = EquivariantCalculator(model, device=device, dtype=dtype, reuse_memory=True)  # owns the process
     if cell and not has_stress(system):
         raise ValueError(
             f"Cell relaxation needs a periodic cell; this structure has pbc={system.pbc.tolist()} and volume "

@@ -126,7 +126,8 @@ def run(
         system = atoms.copy()
     model_record = os.path.abspath(model) if isinstance(model, (str, os.PathLike)) else None
     calc = EquivariantCalculator(
-        model, device=device, dtype=dtype, skin=config.skin, min_distance=config.min_distance, compile=compile
+        model, device=device, dtype=dtype, skin=config.skin, min_distance=config.min_distance, compile=compile,
+        reuse_memory=True,
     )
     system.calc = calc
     system.set_constraint(centre_of_mass_constraint(config))

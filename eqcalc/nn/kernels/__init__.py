@@ -92,10 +92,9 @@ def build() -> bool:
     try:
         from torch.utils.cpp_extension import load
 
-        _put_ninja_on_path()
         name = f"eqcalc_kernels_{_cpu_fingerprint()}"
         directory = build_directory(name)
-        with _exclusive_build(directory):
+        with _exclusive_build(directory), _ninja_on_path():
             load(
                 name,
                 [str(source) for source in SOURCES],
@@ -158,15 +157,26 @@ def _exclusive_build(directory: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _put_ninja_on_path() -> None:
+@contextlib.contextmanager
+def _ninja_on_path():
     """torch's extension builder runs ``ninja`` from PATH: add the pip package's (a dependency of
-    eqcalc), which is not on PATH when the environment's python runs without activation."""
+    eqcalc), which is not on PATH when the environment's python runs without activation, for the
+    duration of the build only."""
     try:
         import ninja
     except ImportError:
+        yield
         return
-    if ninja.BIN_DIR not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
+    saved = os.environ.get("PATH")
+    if ninja.BIN_DIR not in (saved or "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, saved or ""])
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = saved
 
 
 def uvu_convolution(
