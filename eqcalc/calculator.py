@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 import math
 import os
@@ -18,9 +17,10 @@ from .data.chunks import Chunk, ChunkCost, plan_chunks, slot_width
 from .data.graph import stress_defined, structure_graph
 from .data.validation import MIN_DISTANCE, check_min_distance, check_positions
 from .data.verlet import VerletNeighbourList
+from .inference import inference_model
 from .models.base import AtomisticModel
 from .memory import available_bytes, keep_freed_memory, measure_peak
-from .models.io import load_model, resolve_device, resolve_dtype
+from .models.io import resolve_device
 from .properties import compute_properties
 
 
@@ -99,13 +99,13 @@ class EquivariantCalculator(Calculator):
         block_slots: irreps convolutions (``nequip``, ``mace``) run their per-edge work for
             blocks of centre atoms of about this many neighbour slots, recomputed in the
             backward pass (see :meth:`AtomisticModel.set_block_slots`): the same results with
-            the per-slot intermediates of one block instead of every edge, for 30–60% more time
-            (NequIP and MACE, water boxes of 192–1,536 atoms) but less time from ~5,000 atoms on,
-            where one pass's large tensors are paged in every call. The calculator's setting
-            replaces the model's own. None: one pass. "auto" (with ``max_edges="auto"``): one pass
-            up to the 200k skin-list edges from which memory is checked, blocks of 4096 slots above
-            (with the CPU kernel: the kernel until a structure's predicted memory does not fit, the
-            torch convolutions in blocks from then on). Integers are for the torch path
+            the per-slot intermediates of one block instead of every edge, for more time on
+            small structures (the recompute) and less on large ones, where one pass's large
+            tensors are paged in every call. The calculator's setting replaces the model's own.
+            None: one pass. "auto" (with ``max_edges="auto"``): one pass up to the 200k
+            skin-list edges from which memory is checked, blocks of 4096 slots above (with the CPU
+            kernel: the kernel until a structure's predicted memory does not fit, the torch
+            convolutions in blocks from then on). Integers are for the torch path
             (``kernels=False``).
         compile: run the model (forward and the autograd backward that gives forces and stress)
             through ``torch.compile`` (:mod:`eqcalc.compilation`): faster calls after a one-off
@@ -113,15 +113,15 @@ class EquivariantCalculator(Calculator):
             model's to round-off. Convolutions then run in one pass (no blocks; chunks as above).
         kernels: on CPU, run the irreps convolutions (``nequip``, ``mace``) and MACE's product
             basis through eqcalc's CPU kernels (:mod:`eqcalc.nn.kernels`; built with the local C++
-            compiler on first use, 15–20 s once per CPU type), with each convolution's radial MLP
+            compiler on first use, once per CPU type), with each convolution's radial MLP
             tabulated as a cubic spline of the distance (float64: within ~1e-9 of the MLP's forces,
-            relative; forces remain exact gradients of the energy): 1.2–3× faster per call,
-            without the per-slot tensor-product tensors (the radial weights of every pair and layer
-            are kept), so an integer ``block_slots`` is refused. With ``max_edges`` and
-            ``block_slots`` "auto" and without ``compile``, the first structure whose predicted
-            peak memory exceeds the limit switches the calculator, from then on, to the torch
-            convolutions in blocks (less memory; MACE's product-basis kernel stays) before
-            chunking. Where the kernels cannot be built, a warning and the torch path.
+            relative; forces remain exact gradients of the energy): faster per call (see
+            docs/performance.md) and without the per-slot tensor-product tensors (the radial
+            weights of every pair and layer are kept), so an integer ``block_slots`` is refused.
+            With ``max_edges`` and ``block_slots`` "auto" and without ``compile``, the first
+            structure whose predicted peak memory exceeds the limit switches the calculator, from
+            then on, to the torch convolutions in blocks (less memory; MACE's product-basis kernel
+            stays) before chunking. Where the kernels cannot be built, a warning and the torch path.
             ``kernels_in_use`` says which runs.
         reuse_memory: opt-in, because it changes the whole process: on CPU, from the first
             structure of 1,000 atoms or more, switch glibc to keeping freed memory for reuse
@@ -152,12 +152,6 @@ class EquivariantCalculator(Calculator):
     ):
         super().__init__(**kwargs)
         device = resolve_device(device)
-        if isinstance(model, AtomisticModel):
-            target = resolve_dtype(dtype) or model.dtype
-            model = copy.deepcopy(model).to(device=device, dtype=target)
-        else:
-            model = load_model(model, device=device, dtype=dtype)
-        self.model = model.eval().requires_grad_(False)
         if not (block_slots in (None, "auto") or (isinstance(block_slots, int) and block_slots > 0)):
             raise ValueError(f"block_slots must be a positive integer, 'auto' or None, got {block_slots!r}.")
         if not isinstance(compile, bool):
@@ -174,8 +168,7 @@ class EquivariantCalculator(Calculator):
             raise ValueError(f"reuse_memory must be True or False, got {reuse_memory!r}.")
         self.device = torch.device(device)
         self._keep_freed_memory = reuse_memory and self.device.type == "cpu"
-        self.kernels_in_use = self.model.set_inference_kernels(kernels and self.device.type == "cpu")
-        self.model.freeze_weights(True)  # after the kernels: radial tables for the kernel path
+        self.model, self.kernels_in_use = inference_model(model, device, dtype, kernels)
         if self.kernels_in_use and isinstance(block_slots, int):
             raise ValueError(
                 f"block_slots={block_slots} has no effect with the CPU kernel, which forms no per-slot "
@@ -187,7 +180,7 @@ class EquivariantCalculator(Calculator):
         self._may_block = block_slots == "auto" and has_convolutions and not compile
         self._energy_model = compile_model(self.model, self.device) if compile else self.model
         self.min_distance = float(min_distance)
-        self.neighbours = VerletNeighbourList(model.cutoff, skin)
+        self.neighbours = VerletNeighbourList(self.model.cutoff, skin)
         self.neighbour_seconds = 0.0  # wall time spent updating and filtering the neighbour list
         if not (max_edges in (None, "auto") or (isinstance(max_edges, int) and max_edges > 0)):
             raise ValueError(f"max_edges must be a positive integer, 'auto' or None, got {max_edges!r}.")

@@ -24,8 +24,9 @@ from tqdm import tqdm
 from ..atomic_io import append_csv_row, write_csv
 from ..data.graph import AtomicGraph
 from ..data.labels import Labels, collate
+from ..inference import inference_model
 from ..models.base import AtomisticModel
-from ..models.io import load_model, model_from_payload, model_payload, read_model_file, resolve_dtype, save_model
+from ..models.io import model_from_payload, model_payload, read_model_file, resolve_dtype, save_model
 from ..models.registry import MODEL_FAMILIES, build_model
 from ..properties import compute_properties
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
@@ -493,7 +494,7 @@ class Trainer:
         write_csv(path, METRICS_COLUMNS, rows)
 
     def _evaluate_test(self) -> dict:
-        model = load_model(self.output / BEST_MODEL_NAME, device=self.device)
+        model, _ = inference_model(self.output / BEST_MODEL_NAME, device=self.device)
         batch_size = self.config.valid_batch_size or self.config.batch_size
         predictions = predict(model, self.data.test, batch_size=batch_size, device=self.device)
         errors = grouped_errors(self.data.test, predictions)
