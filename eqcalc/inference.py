@@ -61,6 +61,14 @@ def predict(
     "energies" ((N,) eV per atom), "forces" ((N, 3) eV/Å) and, for structures with a periodic
     direction and a cell of non-zero volume, "stress" ((6,) eV/Å³, Voigt xx yy zz yz xz xy, ASE's
     sign). Equal to the calculator's results to round-off.
+
+    Examples:
+        >>> import eqcalc
+        >>> from ase.build import bulk, molecule
+        >>> model = eqcalc.build_model("schnet", species=["H", "O", "Cu"], cutoff=3.0)
+        >>> results = predict(model, [molecule("H2O"), bulk("Cu", cubic=True)], batch_size=2)
+        >>> results[0]["forces"].shape, "stress" in results[0], results[1]["stress"].shape
+        ((3, 3), False, (6,))
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")

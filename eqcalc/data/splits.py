@@ -29,7 +29,12 @@ def random_split_indices(
     total: int, *, fraction: float | None = None, count: int | None = None, seed: int = 0
 ) -> tuple[list[int], list[int]]:
     """(kept, held_out) indices into ``total`` items, each part sorted: a seeded random choice of
-    ``count`` items (or a ``fraction``) held out."""
+    ``count`` items (or a ``fraction``) held out.
+
+    Examples:
+        >>> random_split_indices(10, count=3, seed=0)
+        ([0, 1, 3, 5, 7, 8, 9], [2, 4, 6])
+    """
     held = split_count(total, fraction, count)
     held_out = sorted(np.random.default_rng(seed).permutation(total)[:held].tolist())
     chosen = set(held_out)

@@ -101,8 +101,9 @@ def run(
             thermostat state, step) up to ``steps`` (which alone may be changed, to extend the run).
         overwrite: replace a run already in ``output``.
         progress: show a progress bar with steps/s and ns/day.
-        device, dtype: where and in which precision the model runs. CPU runs of 1000 atoms or
-            more switch glibc to keeping freed memory (the calculator's ``reuse_memory``).
+        device: where the model runs. CPU runs of 1000 atoms or more switch glibc to keeping
+            freed memory (the calculator's ``reuse_memory``).
+        dtype: the precision the model runs in (None: its own).
         compile: run the model through ``torch.compile`` (:mod:`eqcalc.compilation`): faster steps
             after a one-off compilation at the start; needs a C++ compiler on CPU. Like device and
             dtype, a setting of this call, not of the run: a resumed run may change it.
