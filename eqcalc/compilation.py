@@ -3,8 +3,8 @@ stress) as fused inductor kernels.
 
 On a CPU most of an irreps model's time goes to many small elementwise kernels and the
 dispatcher overhead between them; inductor fuses them into a few generated C++ loops. The
-first call compiles (1–2.5 min on a 2-core machine for the default NequIP and MACE models; 10–20 s
-in a later process, from torch's on-disk cache), later calls reuse the compiled code. Shapes are
+first call compiles (a one-off cost, shorter in a later process, which reads torch's on-disk cache;
+measured in docs/performance.md), later calls reuse the compiled code. Shapes are
 dynamic, so a new neighbour count after a Verlet-list rebuild, or another structure, does not
 compile again; a few structural variants compile once each: with and without stress, radial MLPs
 per pair of reverse edges or per neighbour slot (cells shorter than 2 r_c, pieces of chunked
@@ -32,8 +32,7 @@ def compile_model(model: AtomisticModel, device: torch.device) -> Callable[..., 
     :meth:`~eqcalc.models.base.AtomisticModel.prepare` runs eagerly first (what depends on the data
     through more than shapes: the species check, neighbour slots); only the tensor operations of
     :meth:`~eqcalc.models.base.AtomisticModel.energies` are compiled, as one graph (no graph breaks:
-    each adds a guard check and a wrapper per call: one graph instead of seven took a 21-atom
-    NequIP call from 4.2–4.8 to 3.6–4.3 ms, fastest of 300 calls). A model class that overrides
+    each would add a guard check and a wrapper to every call). A model class that overrides
     ``forward`` itself is compiled whole instead.
 
     Python floats (cutoff, average neighbour count) are compiled in as constants rather than

@@ -62,14 +62,13 @@ def keep_freed_memory() -> bool:
 
     By default glibc serves every allocation above its mmap threshold (≤ 32 MiB) with a fresh
     mmap and unmaps it on free, so a model evaluation whose per-edge tensors are that large
-    page-faults through all of them again on every call: past ~1,500 atoms that doubles the
-    time per step on CPU. With this on, all allocations come from the heap, which is never
-    trimmed (threshold −1, mallopt(3)), so the same pages are reused call after call; the price
-    is a resident size that stays at its peak (about +50% in the scaling benchmark). A finite
-    trim threshold is not enough: a 12,000-atom step frees more than 1 GiB at the top of the
-    heap, and trimming it made every other call fault its pages in again (~25 faults per atom,
-    +30–50% time). Process-wide and idempotent; returns False where the C library is not glibc
-    (then nothing changes).
+    page-faults through all of them again on every call (on large structures a cost comparable
+    to the model's own; docs/performance.md). With this on, all allocations come from the heap,
+    which is never trimmed (threshold −1, mallopt(3)), so the same pages are reused call after
+    call; the price is a resident size that stays at its peak. A finite trim threshold is not
+    enough: a large enough step frees more than the threshold at the top of the heap, and
+    trimming it makes the next call fault those pages in again. Process-wide and idempotent;
+    returns False where the C library is not glibc (then nothing changes).
     """
     libc = _libc()
     if libc is None:

@@ -17,8 +17,8 @@ and nothing kept for the backward pass but the distances.
 
 The source is compiled by ``torch.utils.cpp_extension`` into torch's extension cache
 (``~/.cache/torch_extensions``, or ``$TORCH_EXTENSIONS_DIR``; :func:`build_directory`) the first
-time it is needed, one process at a time (a build interrupted by a kill is detected and redone):
-15–20 s, once per CPU type (the build is tuned to the CPU it runs on, and named after it, so
+time it is needed, one process at a time (a build interrupted by a kill is detected and redone),
+once per CPU type (the build is tuned to the CPU it runs on, and named after it, so
 a home directory shared by different nodes keeps one build per CPU type). Without a working
 C++ compiler, or with ``EQCALC_KERNELS=0`` in the environment, :func:`available` is False and
 the models keep their pure-torch path.
