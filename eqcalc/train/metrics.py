@@ -24,10 +24,11 @@ QUANTITIES = {
 
 
 class ErrorAccumulator:
-    """Sums of |error|, error² and counts per quantity; combine processes with :meth:`as_tensor`."""
+    """Sums of |error|, error², counts and signed errors per quantity; combine processes with
+    :meth:`as_tensor`."""
 
     def __init__(self):
-        self.sums = torch.zeros(len(QUANTITIES), 3, dtype=torch.float64)
+        self.sums = torch.zeros(len(QUANTITIES), 4, dtype=torch.float64)
 
     def update(self, predicted: dict[str, torch.Tensor], labels: Labels) -> None:
         errors = masked_errors({k: v.detach() for k, v in predicted.items()}, labels)
@@ -37,7 +38,9 @@ class ErrorAccumulator:
             values = by_key[key]
             if values is not None and values.numel():
                 values = values.to(torch.float64).cpu()
-                self.sums[row] += torch.stack([values.abs().sum(), values.square().sum(), torch.tensor(float(values.numel()))])
+                self.sums[row] += torch.stack(
+                    [values.abs().sum(), values.square().sum(), torch.tensor(float(values.numel())), values.sum()]
+                )
 
     def as_tensor(self) -> torch.Tensor:
         return self.sums
@@ -47,12 +50,14 @@ class ErrorAccumulator:
         self.sums = sums.to(torch.float64).cpu().clone()
 
     def summary(self) -> dict[str, float]:
-        """{"e_mae": …, "e_rmse": …, "f_mae": …, …} in report units; NaN where there were no labels."""
+        """{"e_mae": …, "e_rmse": …, "e_me": …, "f_mae": …, …} in report units (``_me``: mean signed
+        error, predicted − reference: a constant offset shows here); NaN where there were no labels."""
         out = {}
         for row, (key, (factor, _unit)) in enumerate(QUANTITIES.items()):
-            abs_sum, sq_sum, count = self.sums[row].tolist()
+            abs_sum, sq_sum, count, signed_sum = self.sums[row].tolist()
             out[f"{key}_mae"] = factor * abs_sum / count if count else math.nan
             out[f"{key}_rmse"] = factor * math.sqrt(sq_sum / count) if count else math.nan
+            out[f"{key}_me"] = factor * signed_sum / count if count else math.nan
         return out
 
 

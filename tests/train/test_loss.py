@@ -64,3 +64,19 @@ def test_evaluation_keeps_total_energies_in_float64():
     energy = -4209.783833887183 + 1e-6
     batch = _as_batch(Prediction(energy, np.zeros((9, 3)), None))
     assert batch["energy"].dtype == torch.float64 and float(batch["energy"][0]) == energy
+
+
+def test_a_constant_energy_offset_shows_as_the_mean_signed_error(ethanol_file, silicon_file):
+    """Predictions that are the labels + 25 meV per structure: E ME = 25 meV/structure (per atom:
+    25/N), equal to the MAE; force errors 0."""
+    from eqcalc.train.metrics import ErrorAccumulator
+
+    structures, (_, labels) = batch_with_gaps(ethanol_file, silicon_file)
+    energy = torch.nan_to_num(labels.energy) + 0.025
+    predicted = {"energy": energy, "forces": torch.nan_to_num(labels.forces), "stress": torch.nan_to_num(labels.stress)}
+    errors = ErrorAccumulator()
+    errors.update(predicted, labels)
+    summary = errors.summary()
+    assert summary["e_total_me"] == pytest.approx(25.0) and summary["e_total_mae"] == pytest.approx(25.0)
+    per_atom = [25.0 / s.num_atoms for s in structures if s.energy is not None]
+    assert summary["e_me"] == pytest.approx(np.mean(per_atom)) and summary["f_mae"] == 0.0
