@@ -61,12 +61,15 @@ def run(args: argparse.Namespace) -> int:
     from ..data.dataset import GraphDataset
     from ..data.readers import LabelKeys, read_structures
     from ..data.validation import check_species
+    from .. import plotting
     from ..inference import inference_model
     from ..train.evaluate import format_error_table, grouped_errors, predict
     from ..train.parity import write_parity_plot
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be ≥ 1.")
+    if args.plots and not plotting.available():
+        raise ValueError(f"--plots needs matplotlib: {plotting.INSTALL_HINT}, or leave out --plots.")
     model, _ = inference_model(args.model, device=args.device, dtype=args.dtype)  # the calculator's kernels too
     keys = LabelKeys(args.energy_key, args.forces_key, args.stress_key)
     results, frames = {}, []

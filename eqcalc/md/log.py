@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import plotting
 from ..atomic_io import write_csv
 
 COLUMNS = ["step", "time_fs", "epot_eV", "ekin_eV", "etot_eV", "temperature_K"]
@@ -60,16 +61,15 @@ def read_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def plot_log(path: str | os.PathLike, output_dir: str | os.PathLike) -> list[Path]:
     """Energy and temperature against time from a CSV log, as energy.png and temperature.png
-    (drawn without pyplot: no display, no global backend change)."""
-    from matplotlib.figure import Figure
-
+    (none without matplotlib: :mod:`eqcalc.plotting`)."""
     columns = read_log(path)
-    if not columns:
+    if not columns or not plotting.available():
+        plotting.new_figure()  # warns once when matplotlib is missing
         return []
     output_dir = Path(output_dir)
     time_ps = columns["time_fs"] / 1000.0
     paths = []
-    fig = Figure(figsize=(6.4, 5.6))
+    fig = plotting.new_figure(figsize=(6.4, 5.6))
     axes = fig.subplots(2, 1, sharex=True)
     axes[0].plot(time_ps, columns["etot_eV"], label="total")
     axes[0].plot(time_ps, columns["epot_eV"], label="potential")
@@ -81,7 +81,7 @@ def plot_log(path: str | os.PathLike, output_dir: str | os.PathLike) -> list[Pat
     fig.tight_layout()
     paths.append(output_dir / "energy.png")
     fig.savefig(paths[-1], dpi=120)
-    fig = Figure(figsize=(6.4, 3.6))
+    fig = plotting.new_figure(figsize=(6.4, 3.6))
     ax = fig.subplots()
     ax.plot(time_ps, columns["temperature_K"])
     ax.set_xlabel("time (ps)")

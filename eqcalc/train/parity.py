@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from ase.units import GPa
 
+from .. import plotting
 from ..data.labelled import LabelledStructure
 from .evaluate import Prediction
 
@@ -35,13 +36,13 @@ def parity_data(structures: list[LabelledStructure], predictions: list[Predictio
 def write_parity_plot(
     path: str | os.PathLike, structures: list[LabelledStructure], predictions: list[Prediction], title: str = ""
 ) -> None:
-    """One PNG with a panel per labelled quantity (drawn without pyplot: no display, no global backend change)."""
-    from matplotlib.figure import Figure
-
+    """One PNG with a panel per labelled quantity; ValueError without matplotlib (the plot was asked for)."""
+    if not plotting.available():
+        raise ValueError(f"Parity plots need matplotlib: {plotting.INSTALL_HINT}, or leave out --plots.")
     panels = parity_data(structures, predictions)
     if not panels:
         raise ValueError(f"{title or path}: no labels to plot.")
-    fig = Figure(figsize=(4.2 * len(panels), 4.0))
+    fig = plotting.new_figure(figsize=(4.2 * len(panels), 4.0))
     axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, (reference, predicted)) in zip(axes[0], panels.items()):
         low, high = float(min(reference.min(), predicted.min())), float(max(reference.max(), predicted.max()))

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import yaml
 
 from ..atomic_io import atomic_path
+from ..plotting import new_figure
 
 LOG_NAME = "train.log"
 CONFIG_NAME = "config.yaml"
@@ -70,9 +71,7 @@ def write_splits(folder: Path, splits: dict[str, Any]) -> None:
 
 def plot_metrics(metrics_csv: Path, output: Path) -> Path | None:
     """training.png from metrics.csv: training and validation loss, and the validation energy and
-    force MAEs, against the epoch (log scales; drawn without pyplot). None if there is no row yet."""
-    from matplotlib.figure import Figure
-
+    force MAEs, against the epoch (log scales). None if there is no row yet or no matplotlib."""
     if not Path(metrics_csv).exists():
         return None
     with open(metrics_csv, newline="") as handle:
@@ -84,7 +83,9 @@ def plot_metrics(metrics_csv: Path, output: Path) -> Path | None:
         return [float(row[name]) if row.get(name) not in (None, "") else math.nan for row in rows]
 
     epochs = column("epoch")
-    fig = Figure(figsize=(6.4, 6.4))
+    fig = new_figure(figsize=(6.4, 6.4))
+    if fig is None:
+        return None
     loss_axes, mae_axes = fig.subplots(2, 1, sharex=True)
     loss_axes.plot(epochs, column("train_loss"), label="training")
     loss_axes.plot(epochs, column("valid_loss"), label="validation")
