@@ -292,8 +292,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=help_text)
-    parser.add_argument("--model", dest="model_family", default=argparse.SUPPRESS, metavar="FAMILY", help="model family")
-    parser.add_argument("--cutoff", dest="model_cutoff", default=argparse.SUPPRESS, metavar="Å", help="cutoff radius, Å")
+    from ..models.registry import MODEL_FAMILIES
+
+    parser.add_argument(
+        "--model", dest="model_family", default=argparse.SUPPRESS, metavar="FAMILY",
+        help=f"model family: {', '.join(sorted(MODEL_FAMILIES))} (default: {ModelSection.family!r}; the family's "
+        "hyper-parameters default to docs/models.md's tables)",
+    )
+    parser.add_argument(
+        "--cutoff", dest="model_cutoff", default=argparse.SUPPRESS, metavar="Å",
+        help=f"cutoff radius, Å (default: {ModelSection.cutoff})",
+    )
     parser.add_argument(
         "--hyper", dest="model_hyper", default=argparse.SUPPRESS, metavar="YAML",
         help="model hyper-parameters as a YAML mapping, merged into model.hyper: '{num_features: 32}'",

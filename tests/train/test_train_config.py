@@ -77,3 +77,13 @@ def test_unknown_hyper_parameter_names_the_family_argument():
     config = load_config(overrides={"train": "x", "model": {"family": "nope"}})
     with pytest.raises(ValueError, match="unknown family 'nope'"):
         build_family_model(config, {"species": [1]})
+
+
+def test_help_lists_the_families_and_the_defaults(capsys):
+    from eqcalc.cli import main
+    from eqcalc.models.registry import MODEL_FAMILIES
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(family in text for family in MODEL_FAMILIES) and "(default: 'schnet'" in text
