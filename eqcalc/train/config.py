@@ -95,7 +95,10 @@ class TrainConfig:
     clip_grad_norm: Union[float, None] = _option(10.0, "clip the gradient norm to this (null: no clipping)")
     ema_decay: Union[float, None] = _option(0.99, "exponential moving average of weights (null: off)")
     early_stopping_patience: Union[int, None] = _option(50, "stop after this many epochs without improvement")
-    max_time: Union[float, None] = _option(None, "minutes of training in this call; stops after the epoch that passes it (null: no limit)")
+    max_time: Union[float, None] = _option(
+        None, "minutes of training for the run (across --resume); the schedule follows the time spent; stops after "
+        "the epoch that passes it (null: no limit)"
+    )
     # run
     seed: int = _option(0, "seed of initial weights, data split and shuffling")
     device: str = _option("auto", "cpu, cuda, cuda:1 … or auto")

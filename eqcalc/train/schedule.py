@@ -43,8 +43,9 @@ class LearningRateSchedule:
         self.best = math.inf
         self.bad_epochs = 0
 
-    def lr(self, epoch: int) -> float:
-        """Learning rate to use during ``epoch`` (0-based)."""
+    def lr(self, epoch: float) -> float:
+        """Learning rate to use during ``epoch`` (0-based; a fractional position in the schedule
+        where a time budget drives it)."""
         if epoch < self.warmup_epochs:
             return self.base_lr * (epoch + 1) / (self.warmup_epochs + 1)
         if self.kind == "cosine":

@@ -154,6 +154,7 @@ class Trainer:
         self.best_valid_loss = math.inf
         self.epochs_without_improvement = 0
         self.reference_loss: float | None = None  # first batch loss of the current loss stage
+        self.seconds_spent = 0.0  # wall time of the completed epochs (rank 0's), across resumes
         if checkpoint is not None:
             self._load_state(checkpoint)
         if self.data.replay is None:
@@ -252,6 +253,7 @@ class Trainer:
         self.epochs_without_improvement = int(checkpoint["epochs_without_improvement"])
         self.stage_two_start = checkpoint.get("stage_two_start", self.config.stage_two_epoch)
         self.reference_loss = checkpoint.get("reference_loss")
+        self.seconds_spent = float(checkpoint.get("seconds_spent", 0.0))
         restore_rng_state(checkpoint["rng"])
 
     def _tensorboard_writer(self):
@@ -373,7 +375,9 @@ class Trainer:
             self.output.mkdir(parents=True, exist_ok=True)
             self._trim_metrics()
         patience = config.early_stopping_patience
-        started = time.monotonic()
+        if config.max_time is not None:
+            self.log(f"Schedule on the {config.max_time:g}-minute budget: warm-up, cosine and stage two advance with the "
+                     f"time spent as if it were {config.max_epochs} epochs (or with the epochs, if those run ahead).")
         for epoch in range(self.epoch, config.max_epochs):
             if patience is not None and self.epochs_without_improvement >= patience:
                 if self.stage_two_start is None or epoch >= self.stage_two_start:
@@ -382,6 +386,10 @@ class Trainer:
                 self.log(f"Stage one stopped improving for {patience} epochs: stage two starts now.")
                 self.stage_two_start = epoch
             start = time.perf_counter()
+            position = self.schedule_position(epoch)
+            if (config.stage_two_epoch is not None and self.stage_two_start is not None
+                    and epoch < self.stage_two_start and position >= config.stage_two_epoch):
+                self.stage_two_start = epoch  # the time budget reached stage two before the epochs did
             self.loss_fn = self.loss_for_epoch(epoch)
             if epoch == self.stage_two_start:  # a new loss: best model, plateau, patience and divergence start afresh
                 self.best_valid_loss, self.epochs_without_improvement = math.inf, 0
@@ -389,7 +397,7 @@ class Trainer:
                 self.schedule.restart_plateau()
                 self.log(f"Stage two from epoch {epoch + 1}: energy weight {config.stage_two_energy_weight:g}, "
                          f"forces weight {config.stage_two_forces_weight:g}.")
-            lr = self.schedule.lr(epoch)
+            lr = self.schedule.lr(position)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             train_loss = self.train_epoch(epoch)
@@ -407,14 +415,19 @@ class Trainer:
             else:
                 self.epochs_without_improvement += 1
             self.epoch = epoch + 1
-            row = self._metrics_row(lr, train_loss, valid_loss, errors, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.seconds_spent += float(  # rank 0's clock for all ranks: their schedules must agree
+                self.context.all_reduce_sum(torch.tensor([seconds if self.context.is_main else 0.0], dtype=torch.float64))
+            )
+            row = self._metrics_row(lr, train_loss, valid_loss, errors, seconds)
             if self.context.is_main:
                 self._write_metrics(row)
                 save_checkpoint(self.output / CHECKPOINT_NAME, self.checkpoint())
                 self.log(self._epoch_line(row, improved))
             self.context.barrier()
-            if self.epoch < config.max_epochs and self._out_of_time(started):
-                self.log(f"Stopped: the {config.max_time:g}-minute budget is spent after epoch {self.epoch}; --resume continues.")
+            if self.epoch < config.max_epochs and self._out_of_time():
+                self.log(f"Stopped: the {config.max_time:g}-minute budget is spent after epoch {self.epoch}; --resume "
+                         "with a larger --max-time (or none) continues.")
                 break
         self.log(f"Best validation loss {self.best_valid_loss:.6g}; model in {self.output / BEST_MODEL_NAME}.")
         if self.context.is_main:
@@ -424,12 +437,18 @@ class Trainer:
         test_errors = self._evaluate_test() if self.data.test is not None and self.context.is_main else None
         return {"epochs": self.epoch, "best_valid_loss": self.best_valid_loss, "test": test_errors}
 
-    def _out_of_time(self, started: float) -> bool:
-        """Whether this call's ``max_time`` budget is spent (decided on rank 0, shared by all ranks)."""
+    def _out_of_time(self) -> bool:
+        """Whether the run's ``max_time`` budget is spent (the same on every rank)."""
+        return self.config.max_time is not None and self.seconds_spent >= 60.0 * self.config.max_time
+
+    def schedule_position(self, epoch: int) -> float:
+        """Where ``epoch`` sits in the schedule, in epochs: the epoch itself, or with ``max_time``
+        the share of the budget spent × max_epochs if that is further along, so warm-up, cosine and
+        stage two fit the budget however fast the epochs run."""
         if self.config.max_time is None:
-            return False
-        spent = float(time.monotonic() - started > 60.0 * self.config.max_time) if self.context.is_main else 0.0
-        return bool(self.context.all_reduce_sum(torch.tensor([spent], dtype=torch.float64)).item() > 0)
+            return float(epoch)
+        fraction = min(self.seconds_spent / (60.0 * self.config.max_time), 1.0)
+        return max(float(epoch), fraction * self.config.max_epochs)
 
     def checkpoint(self) -> dict:
         """The state after ``self.epoch`` completed epochs (see eqcalc.train.checkpoint)."""
@@ -444,6 +463,7 @@ class Trainer:
             "epochs_without_improvement": self.epochs_without_improvement,
             "stage_two_start": self.stage_two_start,
             "reference_loss": self.reference_loss,
+            "seconds_spent": self.seconds_spent,
             "config": self.config.to_dict(),
         }
 

@@ -44,7 +44,7 @@ def test_time_budget_stops_after_an_epoch_and_resume_continues(tmp_path, small_t
     log = []
     summary = Trainer(config(small_train_file, tmp_path, max_epochs=3, max_time=1e-6), log=log.append).fit()
     assert summary["epochs"] == 1
-    assert any("budget is spent after epoch 1; --resume continues" in line for line in log)
+    assert any("budget is spent after epoch 1; --resume with a larger --max-time" in line for line in log)
     resumed = Trainer(config(small_train_file, tmp_path, max_epochs=3, resume=True), log=log.append).fit()
     assert resumed["epochs"] == 3 and [r["epoch"] for r in metrics(tmp_path)] == ["1", "2", "3"]
 
