@@ -11,7 +11,7 @@ import errno
 import importlib
 import sys
 
-COMMANDS = ["check", "train", "eval", "convert", "md", "relax", "traj"]
+COMMANDS = ["check", "train", "eval", "convert", "md", "relax", "traj", "import-mace"]  # module: name with "_" for "-"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"eqcalc {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"eqcalc.commands.{name}")
+        module = importlib.import_module(f"eqcalc.commands.{name.replace('-', '_')}")
         sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
         sub.add_argument(

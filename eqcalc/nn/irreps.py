@@ -147,7 +147,8 @@ MAX_BLOCKS = 16  # blocks per blocked convolution: each block's backward touches
 class EdgeEmbedding(nn.Module):
     """Edge vectors → invariant radial basis and equivariant spherical harmonics.
 
-    radial: Bessel basis (trainable frequencies) × polynomial envelope (p = 6),
+    radial: Bessel basis (frequencies trainable unless ``trainable_basis`` is False) ×
+    polynomial envelope of order ``envelope_p`` (default 6),
     zero from r_c on, one row per pair of reverse edges when the slots are paired
     (:attr:`NeighbourSlots.pair_of_slot`), else per slot; sh: Y_lm(r̂) for
     l ≤ lmax per slot, "component" normalised (|Y_l|² = 2l + 1), irreps
@@ -156,11 +157,11 @@ class EdgeEmbedding(nn.Module):
     bias-free) is exactly zero.
     """
 
-    def __init__(self, cutoff: float, lmax: int, num_basis: int = 8):
+    def __init__(self, cutoff: float, lmax: int, num_basis: int = 8, envelope_p: int = 6, trainable_basis: bool = True):
         super().__init__()
         self.cutoff = float(cutoff)
-        self.basis = BesselBasis(cutoff, num_basis, trainable=True)
-        self.envelope = PolynomialCutoff(cutoff, p=6)
+        self.basis = BesselBasis(cutoff, num_basis, trainable=trainable_basis)
+        self.envelope = PolynomialCutoff(cutoff, p=envelope_p)
         self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
         self.sh_degrees = list(range(lmax + 1))  # plain ints in forward: torch.compile cannot guard on Irreps
 

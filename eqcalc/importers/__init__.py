@@ -1,0 +1,1 @@
+"""Importers of other projects' model files into eqcalc model files."""
