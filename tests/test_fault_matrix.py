@@ -215,7 +215,11 @@ BAD_TRAINING_OPTIONS = {
     "negative lr": ({"lr": -1.0}, "lr must be > 0"),
     "text cutoff": ({"model": {"family": "schnet", "cutoff": "five"}}, "cutoff"),
     "unknown family": ({"model": {"family": "schnett"}}, "schnett"),
-    "unknown hyper-parameter": ({"model": {"family": "schnet", "hyper": {"num_feature": 8}}}, "num_feature"),
+    "unknown hyper-parameter": ({"model": {"family": "schnet", "hyper": {"num_feature": 8}}},
+                                "Did you mean 'num_features' for 'num_feature'"),
+    "text hyper-parameter": ({"model": {"family": "mace", "hyper": {"num_channels": "sixteen"}}}, "num_channels.*sixteen"),
+    "negative size": ({"model": {"family": "painn", "hyper": {"num_features": -4}}}, "cannot be built.*-4"),
+    "absurd size": ({"model": {"family": "nequip", "hyper": {"num_features": 300000}}}, "asks for a tensor of"),
 }
 
 

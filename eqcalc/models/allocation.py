@@ -46,6 +46,6 @@ class AllocationLimit(TorchFunctionMode):
             if requested > self.max_elements:
                 raise AllocationLimitError(
                     f"it asks for a tensor of {requested:,} elements, more than the {self.max_elements:,} "
-                    "that the stored weights allow"
+                    "allowed while it is built"
                 )
         return func(*args, **kwargs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import inspect
 import types
 import typing
 from dataclasses import dataclass, field
@@ -129,6 +130,8 @@ class TrainConfig:
             model, options = _finetuning_options(model, options, source)
         config = cls(model=ModelSection(**model), **options)
         config.check_ranges()
+        if config.init_from is None:
+            _check_model_builds(config.model, source)
         return config
 
     def check_ranges(self) -> None:
@@ -167,6 +170,33 @@ class TrainConfig:
                                ("atomic_energies", self.atomic_energies == "keep")):
                 if used:
                     raise ValueError(f"{name}: {getattr(self, name)!r} needs a base model; set init_from: MODEL.pt.")
+
+
+#: a model section is tried before any data is read, with one element, and may ask for no tensor
+#: larger than this (elements): far above any trainable model, far below what exhausts memory
+MODEL_CHECK_ELEMENTS = 1 << 26
+
+
+def _check_model_builds(section: ModelSection, source: str) -> None:
+    """ValueError naming the model section when its family, cutoff and hyper do not build a model
+    (unknown family or names, text where a number belongs, negative or absurd sizes)."""
+    from ..models.allocation import AllocationLimit
+    from ..models.registry import MODEL_FAMILIES, build_model
+
+    if section.family not in MODEL_FAMILIES:
+        raise ValueError(f"{source}: model.family: unknown family {section.family!r}; available: {sorted(MODEL_FAMILIES)}.")
+    try:
+        with AllocationLimit(MODEL_CHECK_ELEMENTS):
+            build_model(section.family, species=[1], cutoff=section.cutoff, **section.hyper)
+    except (ValueError, TypeError, RuntimeError) as err:
+        known = [name for name in inspect.signature(MODEL_FAMILIES[section.family]).parameters if name != "species"]
+        unknown = [key for key in section.hyper if key not in known]
+        close = difflib.get_close_matches(unknown[0], known, n=1) if unknown else []
+        hint = f" Did you mean {close[0]!r} for {unknown[0]!r}?" if close else ""
+        raise ValueError(
+            f"{source}: model: the {section.family} family cannot be built with cutoff {section.cutoff} and hyper "
+            f"{section.hyper} ({err}).{hint} Check the names and values against docs/models.md."
+        ) from None
 
 
 def _finetuning_options(model: dict, options: dict, source: str) -> tuple[dict, dict]:

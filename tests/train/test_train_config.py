@@ -70,13 +70,14 @@ def test_flags_alone_are_a_complete_config():
         parse("--train", "d.xyz", "--max-epochs", "many")
 
 
-def test_unknown_hyper_parameter_names_the_family_argument():
-    config = load_config(overrides={"train": "x", "model": {"family": "schnet", "hyper": {"num_feature": 8}}})
-    with pytest.raises(ValueError, match="model.hyper:.*num_feature"):
-        build_family_model(config, {"species": [1]})
-    config = load_config(overrides={"train": "x", "model": {"family": "nope"}})
+def test_model_section_errors_come_when_the_config_is_read():
+    """Before any data file is opened ("train": "x" does not exist): names, families, values."""
+    with pytest.raises(ValueError, match="Did you mean 'num_features' for 'num_feature'"):
+        load_config(overrides={"train": "x", "model": {"family": "schnet", "hyper": {"num_feature": 8}}})
     with pytest.raises(ValueError, match="unknown family 'nope'"):
-        build_family_model(config, {"species": [1]})
+        load_config(overrides={"train": "x", "model": {"family": "nope"}})
+    config = load_config(overrides={"train": "x", "model": {"family": "schnet", "hyper": {"num_features": 8}}})
+    assert build_family_model(config, {"species": [1, 8]}).species == [1, 8]
 
 
 def test_help_lists_the_families_and_the_defaults(capsys):
