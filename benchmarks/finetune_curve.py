@@ -17,33 +17,18 @@ Writes OUTPUT/results.csv, OUTPUT/finetune_curve.png and OUTPUT/finetune_curve.m
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
 from pathlib import Path
 
-import matplotlib
+from sweeps import claim_protocol, plot_force_mae, run_sweep, training_minutes, write_report
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from common import header, markdown_table  # noqa: E402
-
-from eqcalc.atomic_io import append_csv_row, atomic_path  # noqa: E402
-from eqcalc.models.io import read_model_file  # noqa: E402
-from eqcalc.train.config import load_config  # noqa: E402
-from eqcalc.train.trainer import Trainer  # noqa: E402
+from eqcalc.models.io import read_model_file
+from eqcalc.train.config import load_config
+from eqcalc.train.trainer import Trainer
 
 BATCH_SIZE = 5
 MODES = ("fine-tuned", "scratch")
 COLUMNS = ["start", "n_train", "epochs", "train_minutes", "test_e_mae_meV", "test_f_mae_meV_A"]
-
-
-def read_results(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def train_point(mode: str, n_train: int, args) -> dict:
@@ -67,40 +52,11 @@ def train_point(mode: str, n_train: int, args) -> dict:
     })  # fmt: skip
     summary = Trainer(config, log=lambda message: None).fit()
     errors = summary["test"]["all"]
-    with open(output / "metrics.csv", newline="") as handle:
-        minutes = sum(float(row["seconds"]) for row in csv.DictReader(handle)) / 60
+    minutes = training_minutes(output / "metrics.csv")
     return {
         "start": mode, "n_train": n_train, "epochs": summary["epochs"], "train_minutes": f"{minutes:.1f}",
         "test_e_mae_meV": f"{errors['e_total_mae']:.2f}", "test_f_mae_meV_A": f"{errors['f_mae']:.2f}",
     }
-
-
-def check_same_protocol(args) -> None:
-    """Finished points are reused only by a run of the same protocol (OUTPUT/protocol.json)."""
-    protocol = {"base": str(args.base), "steps": args.steps, "seed": args.seed, "lr_ft": args.lr_ft,
-                "lr_scratch": args.lr_scratch}
-    path = args.output / "protocol.json"
-    if path.exists():
-        recorded = json.loads(path.read_text())
-        if recorded != protocol:
-            raise SystemExit(f"{args.output} holds a study for {recorded}, not {protocol}: choose another --output.")
-    else:
-        path.write_text(json.dumps(protocol) + "\n")
-
-
-def plot(results: list[dict], path: Path, steps: int) -> None:
-    figure, axis = plt.subplots(figsize=(6, 4.5))
-    for mode in MODES:
-        points = sorted((int(r["n_train"]), float(r["test_f_mae_meV_A"])) for r in results if r["start"] == mode)
-        if points:
-            axis.loglog(*zip(*points), "o-", label=f"MACE, {mode}")
-    axis.set(xlabel="AcAc training structures N", ylabel="test force MAE (meV/Å)",
-             title=f"AcAc 300 K: fine-tuned from rMD17 ethanol\nvs from scratch, {steps} steps of batch 5 each")  # fmt: skip
-    axis.grid(True, which="both", lw=0.3)
-    axis.legend()
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=120, format="png")
 
 
 def main() -> None:
@@ -115,22 +71,13 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("runs/finetune_curve"))
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
-    check_same_protocol(args)
-    results_path = args.output / "results.csv"
-    for n_train in args.sizes:
-        for mode in MODES:
-            if any(r["start"] == mode and int(r["n_train"]) == n_train for r in read_results(results_path)):
-                continue
-            row = train_point(mode, n_train, args)
-            append_csv_row(results_path, COLUMNS, row)
-            print(" | ".join(str(row[c]) for c in COLUMNS), flush=True)
-    results = read_results(results_path)
-    plot(results, args.output / "finetune_curve.png", args.steps)
-    table = markdown_table(COLUMNS, [[r[c] for c in COLUMNS] for r in results])
-    text = f"# Fine-tuning vs scratch on AcAc 300 K\n\n```\n{header()}\n```\n\n{table}\n"
-    (args.output / "finetune_curve.md").write_text(text)
-    print(text)
-
+    claim_protocol(args.output, {"base": str(args.base), "steps": args.steps, "seed": args.seed, "lr_ft": args.lr_ft,
+                                 "lr_scratch": args.lr_scratch}, "a study")
+    results = run_sweep(args.output, COLUMNS, "start", MODES, args.sizes, lambda mode, n: train_point(mode, n, args))
+    plot_force_mae(results, "start", {mode: f"MACE, {mode}" for mode in MODES}, args.output / "finetune_curve.png",
+                   "AcAc training structures N",
+                   f"AcAc 300 K: fine-tuned from rMD17 ethanol\nvs from scratch, {args.steps} steps of batch 5 each")
+    print(write_report(args.output / "finetune_curve.md", "Fine-tuning vs scratch on AcAc 300 K", COLUMNS, results))
 
 if __name__ == "__main__":
     main()

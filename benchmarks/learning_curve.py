@@ -20,21 +20,13 @@ Writes OUTPUT/results.csv, OUTPUT/learning_curve.png (log-log) and OUTPUT/learni
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
 from pathlib import Path
 
-import matplotlib
+from sweeps import claim_protocol, plot_force_mae, run_sweep, training_minutes, write_report
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from common import header, markdown_table  # noqa: E402
-
-from eqcalc.atomic_io import append_csv_row, atomic_path  # noqa: E402
-from eqcalc.train.config import load_config  # noqa: E402
-from eqcalc.train.trainer import Trainer  # noqa: E402
+from eqcalc.train.config import load_config
+from eqcalc.train.trainer import Trainer
 
 MODELS = {  # name -> (family, hyper-parameters, learning rate)
     "NequIP l_max=0": ("nequip", {"num_features": 32, "lmax": 0, "num_layers": 4}, 0.01),
@@ -43,20 +35,6 @@ MODELS = {  # name -> (family, hyper-parameters, learning rate)
 }
 BATCH_SIZE = 5
 COLUMNS = ["model", "n_train", "epochs", "train_minutes", "test_e_mae_meV", "test_f_mae_meV_A"]
-
-
-def read_results(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def training_minutes(metrics_path: Path) -> float:
-    """Training time summed over the epochs in the metrics CSV, so a point resumed across sessions
-    reports its whole cost, not just the last call's."""
-    with open(metrics_path, newline="") as handle:
-        return sum(float(row["seconds"]) for row in csv.DictReader(handle)) / 60
 
 
 def train_point(name: str, n_train: int, args) -> dict:
@@ -82,34 +60,6 @@ def train_point(name: str, n_train: int, args) -> dict:
     }  # fmt: skip
 
 
-def check_same_protocol(args) -> None:
-    """Finished points are only reused by a run of the same protocol: OUTPUT/protocol.json records
-    molecule, steps and seed, and a different one is refused (use another --output)."""
-    protocol = {"molecule": args.molecule, "steps": args.steps, "seed": args.seed}
-    path = args.output / "protocol.json"
-    if path.exists():
-        recorded = json.loads(path.read_text())
-        if recorded != protocol:
-            raise SystemExit(f"{args.output} holds a learning curve for {recorded}, not {protocol}: choose another --output.")
-    else:
-        path.write_text(json.dumps(protocol) + "\n")
-
-
-def plot(results: list[dict], path: Path, molecule: str, steps: int) -> None:
-    figure, axis = plt.subplots(figsize=(6, 4.5))
-    for name in MODELS:
-        points = sorted((int(r["n_train"]), float(r["test_f_mae_meV_A"])) for r in results if r["model"] == name)
-        if points:
-            axis.loglog(*zip(*points), "o-", label=name)
-    axis.set(xlabel="training structures N", ylabel="test force MAE (meV/Å)",
-             title=f"rMD17 {molecule}: learning curve ({steps} steps per point)")  # fmt: skip
-    axis.grid(True, which="both", lw=0.3)
-    axis.legend()
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=120, format="png")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -121,22 +71,11 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("runs/learning_curve"))
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
-    check_same_protocol(args)
-    results_path = args.output / "results.csv"
-    for n_train in args.sizes:  # small N first: the cheap points land before a session ends
-        for name in args.models:
-            if any(r["model"] == name and int(r["n_train"]) == n_train for r in read_results(results_path)):
-                continue
-            row = train_point(name, n_train, args)
-            append_csv_row(results_path, COLUMNS, row)
-            print(" | ".join(str(row[c]) for c in COLUMNS), flush=True)
-    results = read_results(results_path)
-    plot(results, args.output / "learning_curve.png", args.molecule, args.steps)
-    table = markdown_table(COLUMNS, [[r[c] for c in COLUMNS] for r in results])
-    text = f"# rMD17 {args.molecule} learning curve\n\n```\n{header()}\n```\n\n{table}\n"
-    (args.output / "learning_curve.md").write_text(text)
-    print(text)
-
+    claim_protocol(args.output, {"molecule": args.molecule, "steps": args.steps, "seed": args.seed}, "a learning curve")
+    results = run_sweep(args.output, COLUMNS, "model", args.models, args.sizes, lambda name, n: train_point(name, n, args))
+    plot_force_mae(results, "model", {name: name for name in MODELS}, args.output / "learning_curve.png",
+                   "training structures N", f"rMD17 {args.molecule}: learning curve ({args.steps} steps per point)")
+    print(write_report(args.output / "learning_curve.md", f"rMD17 {args.molecule} learning curve", COLUMNS, results))
 
 if __name__ == "__main__":
     main()

@@ -96,6 +96,8 @@ def load_inert(path: str | Path) -> Any:
         raise ValueError(f"{path}: a TorchScript (compiled) model, which needs its code to load; pass the .model "
                          "file mace-torch saved with torch.save (not the -compiled or -lammps one).")
     try:
+        # weights_only=True cannot take a pickle module; the restriction is _Unpickler.find_class, which
+        # admits only tensor rebuilds, dtypes and plain containers and makes every other global inert
         return torch.load(path, map_location="cpu", pickle_module=safe_pickle_module, weights_only=False)
     except FileNotFoundError:
         raise
