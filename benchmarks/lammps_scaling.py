@@ -175,15 +175,13 @@ def halo_costs(repeat: int, edges: list[float], calls: int = 3) -> tuple[float, 
     from eqcalc.data.chunks import IncomingEdges, halo_chunk
     from eqcalc.data.graph import structure_graph
     from eqcalc.data.neighbors import neighbour_list
+    from eqcalc.inference import inference_model
     from eqcalc.memory import keep_freed_memory
-    from eqcalc.models.io import load_model
     from eqcalc.properties import compute_properties
 
     torch.set_num_threads(1)
     keep_freed_memory()
-    model = load_model(MODEL).requires_grad_(False)
-    model.set_inference_kernels(True)
-    model.freeze_weights(True)
+    model, _ = inference_model(MODEL)  # as the pair style prepares it
     atoms = water(repeat)
     atoms.wrap()
     edge_index, shifts = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)

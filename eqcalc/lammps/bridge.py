@@ -32,9 +32,9 @@ from ..calculator import KEEP_FREED_MEMORY_ATOMS
 from ..data.chunks import IncomingEdges, halo_chunk
 from ..data.graph import structure_graph
 from ..data.validation import MIN_DISTANCE, CloseContactError, check_min_distance
+from ..inference import inference_model
 from ..models.base import AtomisticModel, atomic_numbers
 from ..memory import keep_freed_memory
-from ..models.io import load_model
 from ..properties import compute_properties
 
 OPTIONS = {"dtype": ("float32", "float64"), "kernels": ("yes", "no")}
@@ -97,9 +97,7 @@ def setup(
     exit the C int at ``alive`` is set to 0, so that pair styles deleted while Python shuts down
     (a driver's last LAMMPS instance) do not call :func:`release`."""
     dtype, kernels, min_distance = _options(options)
-    model = load_model(path, dtype=dtype).requires_grad_(False)
-    model.set_inference_kernels(kernels)
-    model.freeze_weights(True)  # after the kernels: radial tables for the kernel path
+    model, _ = inference_model(path, dtype=dtype, kernels=kernels)
     numbers = []
     for index, element in enumerate(elements, start=1):
         try:
