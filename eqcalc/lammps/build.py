@@ -127,13 +127,15 @@ def plugin_folder() -> Path:
 
 
 def build_plugin() -> Path:
-    """The plugin's path, compiled first if the cache folder has none (15 s, once).
+    """The plugin's path, compiled first if the cache folder has none (once per version set).
 
     Raises:
         PluginBuildError: no compiler, LAMMPS or MPICH headers, or the compiler failed (its last lines).
     """
     folder = plugin_folder()
     plugin = folder / PLUGIN_NAME
+    if plugin.is_file():  # renamed into place whole, so it is complete: no lock for the ranks that load it
+        return plugin
     with _exclusive_build(folder):
         if plugin.is_file():
             return plugin
