@@ -169,8 +169,8 @@ def test_unsupported_dtype(schnet64):
 
 
 def test_unknown_family_and_bad_species():
-    with pytest.raises(ValueError, match="Unknown model family 'allegro'"):
-        eqcalc.build_model("allegro", species=[1])
+    with pytest.raises(ValueError, match="Unknown model family 'gemnet'"):
+        eqcalc.build_model("gemnet", species=[1])
     with pytest.raises(ValueError, match="distinct atomic numbers"):
         eqcalc.build_model("schnet", species=[1, 1])
 

@@ -30,6 +30,8 @@ FREEZE_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
     "egnn": {"embedding": ("embedding",), "interactions": ("layers",), "readout": ("readout",)},
     "nequip": {"embedding": ("embedding", "edge_embedding"), "interactions": ("layers",), "readout": ("readout",)},
     "mace": {"embedding": ("embedding", "edge_embedding"), "interactions": ("layers",), "readout": ("readouts",)},
+    "allegro": {"embedding": ("edge_embedding", "two_body", "initial_weights"), "interactions": ("layers",),
+                "readout": ("readout",)},
 }
 ARCHITECTURE_KEYS = ("species", "cutoff", "avg_num_neighbors")
 

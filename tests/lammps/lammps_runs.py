@@ -24,6 +24,7 @@ SMALL = {
     "egnn": {"num_features": 8, "num_layers": 2},
     "nequip": {"num_features": 4, "lmax": 1, "num_layers": 2},
     "mace": {"num_channels": 4, "max_L": 1, "lmax": 2, "correlation": 2, "num_layers": 2},
+    "allegro": {"num_tensor_features": 4, "latent_features": 16, "latent_hidden": 16, "edge_hidden": 8, "num_layers": 2},
 }
 TIMEOUT = 300  # s: a run that takes longer has hung
 

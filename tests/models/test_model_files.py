@@ -114,7 +114,8 @@ def test_every_family_loads_in_a_fresh_process(family, tmp_path):
 
 @pytest.mark.parametrize("family, size", [("schnet", "num_features"), ("painn", "num_features"),
                                           ("egnn", "num_features"), ("nequip", "num_features"),
-                                          ("mace", "num_channels")])
+                                          ("mace", "num_channels"), ("allegro", "num_tensor_features"),
+                                          ("allegro", "latent_features")])
 def test_absurd_sizes_are_refused_before_allocating(family, size, tmp_path):
     """A config asking for ~1e11-element tensors (hundreds of GB) is refused at once, in every family."""
     model = eqcalc.build_model(family, species=[1, 8], cutoff=3.0, **{size: 4})

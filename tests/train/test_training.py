@@ -264,3 +264,24 @@ def test_overwrite_replaces_a_run(tmp_path, small_train_file):
     assert (output / "train.log").read_text().count("Data: ") == 1
     with pytest.raises(ValueError, match="exclude each other"):
         config(small_train_file, output, resume=True, overwrite=True)
+
+
+SMALL_FAMILIES = {
+    "schnet": {"num_features": 8, "num_interactions": 2},
+    "painn": {"num_features": 8, "num_interactions": 2},
+    "egnn": {"num_features": 8, "num_layers": 2},
+    "nequip": {"num_features": 4, "lmax": 1, "num_layers": 2},
+    "mace": {"num_channels": 4, "max_L": 1, "lmax": 2, "correlation": 2, "num_layers": 2},
+    "allegro": {"num_tensor_features": 4, "latent_features": 16, "latent_hidden": 16, "edge_hidden": 8},
+}
+
+
+@pytest.mark.parametrize("family", sorted(SMALL_FAMILIES))
+def test_every_family_trains(tmp_path, small_train_file, family):
+    """Eight epochs on 20 ethanol frames at a constant learning rate lower every family's validation
+    loss by a third (same data, seed and schedule)."""
+    model = {"family": family, "cutoff": 3.0, "hyper": SMALL_FAMILIES[family]}
+    options = {"max_epochs": 8, "model": model, "lr": 2e-2, "scheduler": "none", "ema_decay": None}
+    Trainer(config(small_train_file, tmp_path, **options), log=lambda line: None).fit()
+    losses = [float(row["valid_loss"]) for row in metrics(tmp_path)]
+    assert len(losses) == 8 and min(losses[4:]) < losses[0] / 1.5, losses
