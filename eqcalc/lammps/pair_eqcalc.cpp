@@ -6,6 +6,11 @@
 // atoms (newton on: LAMMPS reverse-communicates the ghost forces to their owners), and the virial is
 // LAMMPS's own sum of f.r over local and ghost atoms (fdotr).
 //
+// With `ghosts exchange` the shell is r_c + skin instead: before each layer the bridge overwrites the
+// ghosts' node features with their owners' (forward communication of the pair style) and, in the
+// backward pass, sends the gradients of the ghosts' features back to their owners (reverse
+// communication), through eqcalc_exchange below, which it calls back.
+//
 // The library does not link libpython (the plain `lmp` executable has none and LAMMPS opens plugins
 // with RTLD_NOW): on first use it finds the Python C API in the process (a Python driver) or opens
 // the libpython this plugin was built for (EQCALC_LIBPYTHON) and starts an interpreter, with the
@@ -105,6 +110,9 @@ std::string address(const void *pointer)
 
 }    // namespace
 
+class PairEqcalc;
+extern "C" void eqcalc_exchange(PairEqcalc *pair, double *rows, int width, int reverse);
+
 class PairEqcalc : public Pair {
  public:
   explicit PairEqcalc(LAMMPS *lmp) : Pair(lmp)
@@ -131,12 +139,12 @@ class PairEqcalc : public Pair {
     }
   }
 
-  // pair_style eqcalc MODEL [dtype float32|float64] [kernels yes|no] [min_distance D]
+  // pair_style eqcalc MODEL [dtype float32|float64] [kernels yes|no] [ghosts exchange|halo] [min_distance D]
   void settings(int narg, char **arg) override
   {
     if (narg < 1 || narg % 2 == 0)
       error->all(FLERR, "pair_style eqcalc: expected 'pair_style eqcalc MODEL.pt [keyword value ...]' "
-                        "(keywords: dtype, kernels, min_distance)");
+                        "(keywords: dtype, kernels, ghosts, min_distance)");
     model = arg[0];
     options = "{";
     for (int i = 1; i < narg; i += 2) options += quote(arg[i]) + ": " + quote(arg[i + 1]) + ", ";
@@ -159,7 +167,8 @@ class PairEqcalc : public Pair {
     std::string why = interpreter.start();
     fail_together(why.c_str());
     call("setup(" + key + ", " + quote(model) + ", " + options + ", " + elements + ", " + address(&cutoff) + ", " +
-         address(&hops) + ", " + address(&python_alive) + ")");
+         address(&hops) + ", " + address(&python_alive) + ", " + address((void *) &eqcalc_exchange) + ", " +
+         address(this) + ", " + address(&exchange_width) + ")");
     configured = true;
     for (int i = 1; i <= ntypes; i++)
       for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
@@ -174,9 +183,11 @@ class PairEqcalc : public Pair {
       error->all(FLERR, "pair_style eqcalc requires units metal (eV, Angstrom, ps), got units {}: write 'units metal' "
                         "and give the structure in Angstrom", update->unit_style);
     neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
-    // every atom within `hops` message-passing steps of a local atom must be a ghost, for every
-    // step until the next reneighbouring: local atoms and ghosts each move up to skin/2 meanwhile
+    // every atom within `hops` neighbour hops of a local atom must be a ghost (the model's message-
+    // passing rounds; 1 with ghosts exchange), for every step until the next reneighbouring: local
+    // atoms and ghosts each move up to skin/2 meanwhile
     double shell = hops * cutoff + neighbor->skin;
+    comm_forward = comm_reverse = exchange_width;    // read by Comm::init, after this, to size its buffers
     if (comm->cutghostuser < shell) comm->cutghostuser = shell;
   }
 
@@ -206,19 +217,62 @@ class PairEqcalc : public Pair {
       const int *js = list->firstneigh[i];
       for (int k = 0; k < list->numneigh[i]; k++) neighbours[offsets[i] + k] = js[k] & NEIGHMASK;
     }
-    double energy = 0.0;
-    call("compute(" + key + ", " + std::to_string(nlocal) + ", " + std::to_string(nall) + ", " +
+    // two halves, the ranks agreeing after each (call): a bad input found on one rank stops every rank
+    // before any of them enters the model, whose ghost exchanges need all ranks
+    call("prepare(" + key + ", " + std::to_string(nlocal) + ", " + std::to_string(nall) + ", " +
          address(nall ? atom->x[0] : nullptr) + ", " + address(atom->type) + ", " + address(atom->tag) + ", " +
-         address(nall ? atom->f[0] : nullptr) + ", " + address(offsets.data()) + ", " + address(neighbours.data()) +
-         ", " + address(&energy) + ", " + (eflag_atom ? address(eatom) : "0") + ", " + std::to_string(sizeof(tagint)) +
-         ")");
+         address(offsets.data()) + ", " + address(neighbours.data()) + ", " + std::to_string(sizeof(tagint)) + ")");
+    double energy = 0.0;
+    call("evaluate(" + key + ", " + address(nall ? atom->f[0] : nullptr) + ", " + address(&energy) + ", " +
+         (eflag_atom ? address(eatom) : "0") + ")");
     if (eflag_global) eng_vdwl += energy;
     if (vflag_fdotr) virial_fdotr_compute();
+  }
+
+  // ghosts exchange: rows[i * width .. (i + 1) * width) are atom i's features (local and ghost atoms)
+  void exchange(double *rows, int width, int reverse)
+  {
+    exchanged = rows;
+    exchanged_width = width;
+    if (reverse)
+      comm->reverse_comm(this, width);
+    else
+      comm->forward_comm(this, width);
+  }
+
+  int pack_forward_comm(int n, int *list, double *buf, int, int *) override
+  {
+    for (int i = 0; i < n; i++)
+      std::memcpy(buf + (size_t) i * exchanged_width, exchanged + (size_t) list[i] * exchanged_width,
+                  sizeof(double) * exchanged_width);
+    return n * exchanged_width;
+  }
+
+  void unpack_forward_comm(int n, int first, double *buf) override
+  {
+    std::memcpy(exchanged + (size_t) first * exchanged_width, buf, sizeof(double) * n * exchanged_width);
+  }
+
+  int pack_reverse_comm(int n, int first, double *buf) override
+  {
+    std::memcpy(buf, exchanged + (size_t) first * exchanged_width, sizeof(double) * n * exchanged_width);
+    return n * exchanged_width;
+  }
+
+  void unpack_reverse_comm(int n, int *list, double *buf) override
+  {
+    for (int i = 0; i < n; i++) {
+      double *row = exchanged + (size_t) list[i] * exchanged_width;
+      for (int k = 0; k < exchanged_width; k++) row[k] += buf[(size_t) i * exchanged_width + k];
+    }
   }
 
  private:
   std::string model, options = "{}", key;
   double cutoff = 0.0, hops = 1.0;
+  int exchange_width = 0;    // the widest features the bridge exchanges (doubles per atom); 0: halo mode
+  double *exchanged = nullptr;
+  int exchanged_width = 0;
   bool configured = false;
   std::vector<int> offsets, neighbours;
   char message[2048];
@@ -274,6 +328,11 @@ class PairEqcalc : public Pair {
       for (int j = 0; j < n; j++) setflag[i][j] = 0;
   }
 };
+
+extern "C" void eqcalc_exchange(PairEqcalc *pair, double *rows, int width, int reverse)
+{
+  pair->exchange(rows, width, reverse);
+}
 
 // ---- the plugin interface (the wheel ships no lammpsplugin.h; this is its ABI) ----
 extern "C" {

@@ -66,6 +66,19 @@ class ElementEnergies(nn.Module):
         return self.values[species]
 
 
+class OwnFeatures(nn.Module):
+    """What a message-passing layer reads of the atoms' features: the tensors as they are (every atom
+    of the graph is computed in this graph).
+
+    A family calls its model's ``ghost_exchange(*features)`` before each layer, with every per-atom
+    tensor the layer reads (each (N, ...), atoms first); it returns them in order. Where a graph also
+    holds copies of atoms that another process computes (LAMMPS ghost atoms), the caller swaps in a
+    module that overwrites the copies' rows with their owners' (:mod:`eqcalc.lammps.exchange`)."""
+
+    def forward(self, *features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return features
+
+
 class AtomisticModel(nn.Module):
     """An energy model E = Σ_i E_i over atoms, E_i from a local environment.
 
@@ -110,6 +123,7 @@ class AtomisticModel(nn.Module):
         self.element_energies = ElementEnergies(shifts)
         self.register_buffer("energy_scale", torch.tensor(float(energy_scale)))
         self.weights_frozen = False  # see freeze_weights
+        self.ghost_exchange: nn.Module = OwnFeatures()  # see OwnFeatures
 
     @property
     def num_species(self) -> int:

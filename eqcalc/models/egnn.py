@@ -122,6 +122,7 @@ class EGNN(AtomisticModel):
         displacements = edge_vectors.new_zeros((features.shape[0], 3))
         centre, neighbour = edge_index
         for layer in self.layers:
+            features, displacements = self.ghost_exchange(features, displacements)
             relative = edge_vectors + displacements[neighbour] - displacements[centre]
             features, moves = layer(
                 features, relative, radial, envelope, edge_index, self.cutoff, self.avg_num_neighbors

@@ -435,6 +435,7 @@ class MACE(AtomisticModel):
         features = self.embedding(species)
         outputs = []
         for layer in self.layers:
+            (features,) = self.ghost_exchange(features)
             features = layer(features, species, groups, one_hot, sh, radial, distances, slots, self.avg_num_neighbors)
             outputs.append(features)
         return outputs

@@ -135,6 +135,7 @@ class NequIP(AtomisticModel):
         features = self.embedding(species)
         outputs = []
         for layer in self.layers:
+            (features,) = self.ghost_exchange(features)
             features = layer(features, sh, radial, distances, slots, self.avg_num_neighbors)
             outputs.append(features)
         return outputs

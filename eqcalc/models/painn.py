@@ -142,6 +142,7 @@ class PaiNN(AtomisticModel):
         scalars = self.embedding(species)
         vectors = scalars.new_zeros((scalars.shape[0], 3, self.num_features))
         for message, update in zip(self.messages, self.updates):
+            scalars, vectors = self.ghost_exchange(scalars, vectors)
             delta_s, delta_v = message(
                 scalars, vectors, radial, envelope, unit_vectors, edge_index, self.avg_num_neighbors
             )

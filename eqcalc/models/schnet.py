@@ -81,5 +81,6 @@ class SchNet(AtomisticModel):
         envelope = self.envelope(distances)
         features = self.embedding(species)
         for interaction in self.interactions:
+            (features,) = self.ghost_exchange(features)
             features = features + interaction(features, radial, envelope, edge_index, self.avg_num_neighbors)
         return self.readout(features).squeeze(-1)

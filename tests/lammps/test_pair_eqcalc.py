@@ -1,4 +1,5 @@
-"""pair_style eqcalc in LAMMPS equals EquivariantCalculator, on 1 and 2 MPI ranks.
+"""pair_style eqcalc in LAMMPS equals EquivariantCalculator, on 1 and 2 MPI ranks, in both ghosts
+modes (halo: a ghost shell of L cutoffs; exchange: one cutoff, features exchanged before each layer).
 
 Each run is a subprocess under mpirun (tests/lammps/worker.py, a Python driver); a whole set of
 cases shares one run, so that the start-up (torch, the plugin, the kernels) is paid once.
@@ -31,6 +32,7 @@ from lammps_runs import (  # noqa: E402
 )
 
 FAMILIES = sorted(SMALL)
+GHOSTS = ("halo", "exchange")
 TOLERANCE = 1e-10  # float64: eV, eV/Å, eV
 
 
@@ -72,11 +74,20 @@ def isolated_molecule() -> Atoms:
     return atoms
 
 
+def lopsided_molecule() -> Atoms:
+    """Ethanol at one end of a 40 Å long non-periodic box: split in two along x, one rank has no
+    atoms and no ghosts, and must still take part in every ghost exchange."""
+    atoms = isolated_molecule()
+    atoms.set_cell(np.diag([40.0, *atoms.cell.lengths()[1:]]))
+    return atoms
+
+
 STRUCTURES = {
     "water": (water, ["O", "H"]),
     "triclinic": (triclinic, ["H", "O"]),  # types in another order than the model's species
     "small_cell": (small_cell, ["O", "H"]),
     "molecule": (isolated_molecule, ["C", "H", "O"]),
+    "lopsided": (lopsided_molecule, ["C", "H", "O"]),
 }
 
 
@@ -93,9 +104,11 @@ def models(tmp_path_factory):
     return out
 
 
-def cases() -> list[tuple[str, str, str]]:
-    """(family, structure, dtype) of every case of a run."""
-    return [(f, s, "float64") for f in FAMILIES for s in STRUCTURES] + [(f, "water", "float32") for f in FAMILIES]
+def cases() -> list[tuple[str, str, str, str]]:
+    """(family, structure, dtype, ghosts) of every case of a run."""
+    return [(f, s, "float64", g) for f in FAMILIES for s in STRUCTURES for g in GHOSTS] + [
+        (f, "water", "float32", g) for f in FAMILIES for g in GHOSTS
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +119,10 @@ def runs(models, tmp_path_factory):
     def run(ranks: int) -> dict:
         if ranks not in done:
             specs = []
-            for family, structure, dtype in cases():
+            for family, structure, dtype, ghosts in cases():
                 make, elements = STRUCTURES[structure]
                 path = models[family][1 if dtype == "float64" else 3]
-                specs.append(spec_for(lammps_cell(make()), path, elements))
+                specs.append(spec_for(lammps_cell(make()), path, elements, pair_style=f"ghosts {ghosts}"))
             outputs, process = run_lammps(specs, tmp_path_factory.mktemp(f"ranks{ranks}"), ranks)
             assert process.returncode == 0 and len(outputs) == len(specs), process.stdout[-3000:] + process.stderr[-3000:]
             done[ranks] = dict(zip(cases(), outputs))
@@ -118,11 +131,12 @@ def runs(models, tmp_path_factory):
     return run
 
 
+@pytest.mark.parametrize("ghosts", GHOSTS)
 @pytest.mark.parametrize("ranks", [1, 2])
 @pytest.mark.parametrize("structure", sorted(STRUCTURES))
 @pytest.mark.parametrize("family", FAMILIES)
-def test_float64_equals_calculator(runs, models, family, structure, ranks):
-    out = runs(ranks)[(family, structure, "float64")]
+def test_float64_equals_calculator(runs, models, family, structure, ranks, ghosts):
+    out = runs(ranks)[(family, structure, "float64", ghosts)]
     assert "error" not in out, out.get("error")
     atoms = lammps_cell(STRUCTURES[structure][0]())
     expected = reference(models[family][0], atoms)
@@ -131,15 +145,18 @@ def test_float64_equals_calculator(runs, models, family, structure, ranks):
     np.testing.assert_allclose(out["forces"], expected["forces"], rtol=0, atol=TOLERANCE)
     if atoms.pbc.all():
         np.testing.assert_allclose(out["virial"], expected["virial"], rtol=0, atol=TOLERANCE)
-    if ranks == 2:
-        assert all(ghosts > 0 for ghosts in out["ghosts"])
+    if ranks == 2 and structure == "lopsided":
+        assert sorted(out["local"]) == [0, len(atoms)] and min(out["ghosts"]) == 0
+    elif ranks == 2:
+        assert all(count > 0 for count in out["ghosts"])
 
 
+@pytest.mark.parametrize("ghosts", GHOSTS)
 @pytest.mark.parametrize("ranks", [1, 2])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_float32_equals_calculator(runs, models, family, ranks):
+def test_float32_equals_calculator(runs, models, family, ranks, ghosts):
     """A float32 model: the same arithmetic up to the order of float32 sums over edges."""
-    out = runs(ranks)[(family, "water", "float32")]
+    out = runs(ranks)[(family, "water", "float32", ghosts)]
     assert "error" not in out, out.get("error")
     atoms = lammps_cell(water())
     expected = reference(models[family][2], atoms)
@@ -149,15 +166,19 @@ def test_float32_equals_calculator(runs, models, family, ranks):
     np.testing.assert_allclose(out["virial"], expected["virial"], rtol=0, atol=1e-3)
 
 
-def test_ghost_shell_is_layers_times_cutoff_plus_skin(runs):
-    """On one rank the ghosts of the water box are every periodic image within 2 · 3 Å + 2 Å (two
-    message-passing layers, the cutoff, LAMMPS's metal skin) of the box."""
-    ghosts = runs(1)[("schnet", "water", "float64")]["ghosts"][0]
+@pytest.mark.parametrize("family, ghosts, hops", [("schnet", "halo", 2), ("schnet", "exchange", 1),
+                                                  ("allegro", "halo", 1), ("allegro", "exchange", 1)])
+def test_ghost_shell_is_hops_times_cutoff_plus_skin(runs, family, ghosts, hops):
+    """On one rank the ghosts of the water box are every periodic image within hops · 3 Å + 2 Å (the
+    cutoff, LAMMPS's metal skin) of the box: hops 2 for a two-layer message-passing model with the
+    halo, 1 with the exchange and for a strictly local model (allegro) in either mode (test_float64_
+    equals_calculator checks that each is exact)."""
+    count = runs(1)[(family, "water", "float64", ghosts)]["ghosts"][0]
     atoms = lammps_cell(water())
-    lengths, shell = atoms.cell.array.diagonal(), 2 * 3.0 + 2.0
+    lengths, shell = atoms.cell.array.diagonal(), hops * 3.0 + 2.0
     images = [atoms.positions + np.array(n) * lengths for n in itertools.product([-1, 0, 1], repeat=3)]
     inside = sum(int(((x >= -shell) & (x < lengths + shell)).all(axis=1).sum()) for x in images)
-    assert ghosts == inside - len(atoms)
+    assert count == inside - len(atoms)
 
 
 def bad_inputs(model_path, folder) -> dict[str, tuple[dict, str]]:
@@ -182,6 +203,7 @@ def bad_inputs(model_path, folder) -> dict[str, tuple[dict, str]]:
         "newton off": (case(before=["newton off"]), "requires newton on"),
         "units real": (case(units="real"), "requires units metal (eV, Angstrom, ps), got units real"),
         "bad keyword": (case(pair_style="dtype float16"), "dtype must be float32 or float64"),
+        "bad ghosts": (case(pair_style="ghosts all"), "ghosts must be exchange or halo, got 'all'"),
         "unknown keyword": (case(pair_style="cutoff 5"), "unknown pair_style keyword 'cutoff'"),
         "atoms too close": (case(close), "atoms 1 and 2 are 0.0500 Angstrom apart, closer than min_distance 0.1"),
         "NaN position": (case(nan_atom=5), "atoms 5 have NaN or infinite positions"),
@@ -204,16 +226,19 @@ def test_bad_inputs_stop_every_rank_with_their_message(models, tmp_path, ranks):
         assert "Traceback" not in out["error"], name
 
 
-def test_nve_follows_eqcalc_verlet(models, tmp_path):
-    """200 velocity-Verlet steps on 2 ranks: LAMMPS's trajectory is eqcalc md's (ASE's VelocityVerlet
-    with EquivariantCalculator) to 1e-8 Å for 20 steps, and its total energy is conserved as well."""
+@pytest.mark.parametrize("ghosts", GHOSTS)
+def test_nve_follows_eqcalc_verlet(models, tmp_path, ghosts):
+    """200 velocity-Verlet steps on 2 ranks (atoms cross between them and the neighbour lists are
+    rebuilt): LAMMPS's trajectory is eqcalc md's (ASE's VelocityVerlet with EquivariantCalculator)
+    to 1e-8 Å for 20 steps, and its total energy is conserved as well."""
     model, path = models["schnet"][:2]
     atoms = lammps_cell(water())
     thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
     Stationary(atoms)
     timestep_fs, steps = 0.5, 200
     velocities = atoms.get_velocities() * (1000 * units.fs)  # Å per ASE time unit -> Å/ps
-    case = spec_for(atoms, path, ["O", "H"], velocities=velocities.tolist(), steps=steps, timestep=timestep_fs / 1000)
+    case = spec_for(atoms, path, ["O", "H"], velocities=velocities.tolist(), steps=steps, timestep=timestep_fs / 1000,
+                    pair_style=f"ghosts {ghosts}")
     (out,), process = run_lammps([case], tmp_path, ranks=2)
     assert "error" not in out, out.get("error")
 

@@ -12,7 +12,7 @@ after the model file), "pair_coeff" (instead of the elements), "units" (instead 
 
 OUT.json: one dict per case: "energy" (eV), "energies" (per atom, eV), "forces" (eV/Å), "virial"
 (eV, xx yy zz xy xz yz, Σ r·f of the pair style; periodic boxes only), ordered by atom id,
-"ghosts" (ghost atoms per rank), for runs "trajectory" (unwrapped positions at every step) and
+"local" and "ghosts" (local and ghost atoms per rank), for runs "trajectory" (unwrapped positions at every step) and
 "total_energy" (eV, per step); or "error" (the message of a LAMMPS error on all ranks). A LAMMPS
 error on some ranks only (error->one) is printed to stderr by those ranks, which end the run.
 """
@@ -65,6 +65,7 @@ def snapshot(lmp, case):
         "energy": lmp.get_thermo("pe"),
         "energies": per_atom(lmp, "c_peatom", 1).tolist(),
         "forces": per_atom(lmp, "f", 3).tolist(),
+        "local": MPI.COMM_WORLD.allgather(lmp.extract_global("nlocal")),
         "ghosts": MPI.COMM_WORLD.allgather(lmp.extract_global("nghost")),
     }
     if all(case["pbc"]):
