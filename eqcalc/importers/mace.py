@@ -15,7 +15,11 @@ eqcalc tensor by an exact linear identity (float64 throughout):
   weights by a float64 least-squares solve per correlation order, whose residual must vanish
   (both bases span the same equivariant polynomials);
 - E0s, scale and shift: E_i = E0[Z] + scale·e_i + shift, with eqcalc's isolated-atom reference
-  folded into the element energies.
+  folded into the element energies;
+- ``pair_repulsion`` (ZBLBasis) and ``distance_transform="Agnesi"`` become eqcalc's
+  ``pair_repulsion`` and ``distance_transform="agnesi"`` options, their constants (covalent radii
+  taken at the model's elements, screening weights, a_exp, a_prefactor; q, p, a) copied; the ZBL
+  pair energy is part of e_i, scaled by ``scale`` as in ``ScaleShiftMACE``.
 
 Anything without an exact counterpart is refused by name (:class:`UnsupportedMACE`).
 """
@@ -118,13 +122,11 @@ def hyperparameters_of_module(model: Inert) -> dict[str, Any]:
     if not interactions or any(r is None for r in products) or not readouts:
         raise UnsupportedMACE("the model has no interactions/products/readouts (not a MACE model)")
     embedding = _child(model, "radial_embedding")
-    for name, present in (
-        ("pair_repulsion (ZBL)", _child(model, "pair_repulsion_fn") is not None),
-        ("joint_embedding (embedding_specs)", _child(model, "joint_embedding") is not None),
-        ("distance_transform", _child(embedding, "distance_transform") is not None),
-    ):
-        if present:
-            raise UnsupportedMACE(f"option {name} is not supported")
+    if _child(model, "joint_embedding") is not None:
+        raise UnsupportedMACE("option joint_embedding (embedding_specs) is not supported")
+    repulsion, transform = _child(model, "pair_repulsion_fn"), _child(embedding, "distance_transform")
+    if repulsion is not None and _short(repulsion) != "ZBLBasis":
+        raise UnsupportedMACE(f"pair repulsion {_short(repulsion)} is not supported (ZBLBasis only)")
     bessel = _child(embedding, "bessel_fn")
     last = readouts[str(len(readouts) - 1)]
     fc = _child(interactions[0], "conv_tp_weights")
@@ -149,6 +151,8 @@ def hyperparameters_of_module(model: Inert) -> dict[str, Any]:
         "avg_num_neighbors": [float(_state(block)["avg_num_neighbors"]) for block in interactions],
         "radial_MLP": list(_state(interactions[0])["radial_MLP"]),
         "radial_type": {"BesselBasis": "bessel"}.get(_short(bessel), _short(bessel)),
+        "pair_repulsion": repulsion is not None,
+        "distance_transform": None if transform is None else _short(transform).removesuffix("Transform"),
         "edge_irreps": state.get("edge_irreps"),
         "heads": list(state.get("heads", ["Default"])),
         "apply_cutoff": state.get("apply_cutoff", True),
@@ -202,8 +206,7 @@ def _class_name(value: Any) -> str:
 def hyperparameters_of_dict(given: dict[str, Any]) -> dict[str, Any]:
     """The hyper-parameters of the state_dict form: ScaleShiftMACE constructor arguments, e.g.
     what mace-torch's ``extract_config_mace_model`` returns."""
-    for key, default in (("radial_type", "bessel"), ("distance_transform", "None"), ("pair_repulsion", False),
-                         ("use_edge_irreps_first", False), ("use_embedding_readout", False), ("embedding_specs", None),
+    for key, default in (("radial_type", "bessel"), ("use_edge_irreps_first", False), ("use_embedding_readout", False), ("embedding_specs", None),
                          ("cueq_config", None)):
         if given.get(key, default) not in (default, None, False):
             raise UnsupportedMACE(f"option {key}={given[key]!r} is not supported")
@@ -227,6 +230,8 @@ def hyperparameters_of_dict(given: dict[str, Any]) -> dict[str, Any]:
         "avg_num_neighbors": [float(given["avg_num_neighbors"])] * num_interactions,
         "radial_MLP": list(given.get("radial_MLP") or [64, 64, 64]),
         "radial_type": "bessel",
+        "pair_repulsion": bool(given.get("pair_repulsion", False)),
+        "distance_transform": None if given.get("distance_transform") in (None, "None") else given["distance_transform"],
         "edge_irreps": given.get("edge_irreps"),
         "heads": list(given.get("heads") or ["Default"]),
         "apply_cutoff": given.get("apply_cutoff", True),
@@ -266,6 +271,11 @@ def check_supported(hyper: dict[str, Any], tensors: dict[str, torch.Tensor]) -> 
         raise UnsupportedMACE(f"multi-head models are not supported (heads {hyper['heads']}); keep one head first")
     if hyper["radial_type"] != "bessel":
         raise UnsupportedMACE(f"radial basis {hyper['radial_type']} is not supported (Bessel only)")
+    if hyper["distance_transform"] not in (None, "Agnesi"):
+        raise UnsupportedMACE(f"option distance_transform={hyper['distance_transform']!r} is not supported "
+                              "(None or 'Agnesi')")
+    if hyper["pair_repulsion"] and int(tensors["pair_repulsion_fn.p"]) != int(tensors["radial_embedding.cutoff_fn.p"]):
+        raise UnsupportedMACE("pair_repulsion with an envelope order other than the radial cutoff's is not supported")
     n = hyper["num_interactions"]
     if hyper["readout_classes"] != ["LinearReadoutBlock"] * (n - 1) + ["NonLinearReadoutBlock"]:
         raise UnsupportedMACE(f"readout blocks {hyper['readout_classes']} are not supported "
@@ -439,11 +449,14 @@ def build_mace(hyper: dict[str, Any], tensors: dict[str, torch.Tensor]) -> MACE:
             radial_hidden=radial_mlp[0], radial_layers=len(radial_mlp), readout_hidden=hyper["MLP_irreps"][0].mul,
             envelope_p=int(t64["radial_embedding.cutoff_fn.p"]), trainable_basis=False,
             first_layer_residual=hyper["interaction_cls_first"] == RESIDUAL, readout_bias=False,
+            pair_repulsion=hyper["pair_repulsion"],
+            distance_transform=None if hyper["distance_transform"] is None else "agnesi",
             avg_num_neighbors=hyper["avg_num_neighbors"][0],
         )
     new: dict[str, torch.Tensor] = {}
     new["embedding.weight"] = t64["node_embedding.linear.weight"].view(num_species, channels) / math.sqrt(num_species)
     new["edge_embedding.basis.frequencies"] = t64["radial_embedding.bessel_fn.bessel_weights"]
+    new.update(radial_options(hyper, t64, species))
     for t, layer in enumerate(model.layers):
         mace, ours = f"interactions.{t}", f"layers.{t}"
         sizes = [model.num_basis] + list(radial_mlp)
@@ -477,6 +490,25 @@ def build_mace(hyper: dict[str, Any], tensors: dict[str, torch.Tensor]) -> MACE:
     return model.eval()
 
 
+def radial_options(hyper: dict[str, Any], t64: dict[str, torch.Tensor], species: list[int]) -> dict[str, torch.Tensor]:
+    """The buffers of eqcalc's ZBL repulsion and Agnesi transform from mace-torch's (ZBLBasis,
+    AgnesiTransform: the same formulas; their covalent radii, indexed by atomic number, taken
+    at the model's species)."""
+    new = {}
+    if hyper["pair_repulsion"]:
+        zbl = "pair_repulsion_fn"
+        new["repulsion.covalent_radii"] = t64[f"{zbl}.covalent_radii"][species]
+        new["repulsion.screening_weights"] = t64[f"{zbl}.c"]
+        new["repulsion.a_exp"] = t64[f"{zbl}.a_exp"]
+        new["repulsion.a_prefactor"] = t64[f"{zbl}.a_prefactor"]
+    if hyper["distance_transform"] is not None:
+        mace, ours = "radial_embedding.distance_transform", "edge_embedding.distance_transform"
+        new[f"{ours}.covalent_radii"] = t64[f"{mace}.covalent_radii"][species]
+        for name in ("q", "p", "a"):
+            new[f"{ours}.{name}"] = t64[f"{mace}.{name}"]
+    return new
+
+
 def _prefixed(tensors: dict, prefix: str) -> dict[str, torch.Tensor]:
     """The tensors under ``prefix``, by their names below it (ParameterList ``weights.i`` as ``weights_i``)."""
     return {
@@ -489,6 +521,11 @@ def _load(model: MACE, new: dict[str, torch.Tensor]) -> None:
     """Copy ``new`` into the model: every float tensor of the model must be given, with its shape."""
     expected = dict(model.named_parameters())
     expected["edge_embedding.basis.frequencies"] = model.edge_embedding.basis.frequencies  # a buffer: fixed
+    saved = model.state_dict()
+    expected.update(  # the ZBL and Agnesi constants: saved buffers, fixed
+        (name, buffer) for name, buffer in saved.items()
+        if name.startswith(("repulsion.", "edge_embedding.distance_transform."))
+    )
     missing, extra = sorted(set(expected) - set(new)), sorted(set(new) - set(expected))
     if missing or extra:
         raise RuntimeError(f"MACE import mapping incomplete: missing {missing}, unexpected {extra}")
@@ -496,7 +533,7 @@ def _load(model: MACE, new: dict[str, torch.Tensor]) -> None:
         if tensor.shape != expected[name].shape:
             raise UnsupportedMACE(f"{name}: mace-torch gives shape {tuple(tensor.shape)}, eqcalc needs "
                                   f"{tuple(expected[name].shape)}")
-    model.load_state_dict({**model.state_dict(), **new})
+    model.load_state_dict({**saved, **new})
 
 
 def isolated_outputs(model: AtomisticModel) -> torch.Tensor:

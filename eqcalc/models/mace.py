@@ -34,7 +34,9 @@ from ..nn.irreps import (
     feature_irreps,
     irreps_up_to,
 )
+from ..nn.distance_transforms import TRANSFORMS, build_distance_transform
 from ..nn.neighbour_slots import NeighbourSlots
+from ..nn.pair_repulsion import ZBLRepulsion
 from ..nn.tensor_product import ExactCoefficients, path_coefficients
 from .base import AtomisticModel
 from .registry import register_family
@@ -337,6 +339,13 @@ class MACE(AtomisticModel):
         first_layer_residual: False: the first layer has no self-connection and mixes the channels
             of its atomic basis per species instead (mace-torch's RealAgnosticInteractionBlock).
         readout_bias: whether the last readout MLP has biases (mace-torch's has none).
+        pair_repulsion: add the ZBL pair repulsion E_i = ½ Σ_j V_ZBL(r_ij)
+            (:class:`~eqcalc.nn.pair_repulsion.ZBLRepulsion`, envelope order ``envelope_p``) to
+            each atom's raw output, so that it is scaled by ``energy_scale`` with the rest, as
+            mace-torch's ScaleShiftMACE does; local (one hop).
+        distance_transform: None, or "agnesi": the Bessel basis reads the Agnesi transform of
+            each distance (:class:`~eqcalc.nn.distance_transforms.AgnesiTransform`, depends on
+            both species); the radial MLPs are then not tabulated for the CPU kernels.
     """
 
     def __init__(
@@ -357,6 +366,8 @@ class MACE(AtomisticModel):
         trainable_basis: bool = True,
         first_layer_residual: bool = True,
         readout_bias: bool = True,
+        pair_repulsion: bool = False,
+        distance_transform: str | None = None,
         **base: Any,
     ):
         super().__init__(species, cutoff, **base)
@@ -377,13 +388,21 @@ class MACE(AtomisticModel):
         self.trainable_basis = bool(trainable_basis)
         self.first_layer_residual = bool(first_layer_residual)
         self.readout_bias = bool(readout_bias)
+        self.pair_repulsion = bool(pair_repulsion)
+        self.distance_transform = distance_transform
         if self.envelope_p < 1:
             raise ValueError(f"mace needs envelope_p ≥ 1, got {envelope_p}.")
+        if distance_transform is not None and distance_transform not in TRANSFORMS:
+            raise ValueError(
+                f"mace needs distance_transform None or one of {list(TRANSFORMS)}, got {distance_transform!r}."
+            )
 
         self.embedding = nn.Embedding(self.num_species, self.num_channels)
         self.edge_embedding = EdgeEmbedding(
-            self.cutoff, self.lmax, self.num_basis, self.envelope_p, self.trainable_basis
+            self.cutoff, self.lmax, self.num_basis, self.envelope_p, self.trainable_basis,
+            build_distance_transform(self.distance_transform, self.species),
         )
+        self.repulsion = ZBLRepulsion(self.species, self.envelope_p) if self.pair_repulsion else None
         scalars = o3.Irreps(f"{self.num_channels}x0e")
         hidden = feature_irreps(self.num_channels, self.max_L, parity=False)
         irreps = scalars
@@ -430,7 +449,7 @@ class MACE(AtomisticModel):
         Arguments as for :meth:`atomic_outputs`.
         """
         slots, groups = self.index_tables(species, edge_index, edge_vectors) if tables is None else tables
-        radial, sh, distances = self.edge_embedding(edge_vectors, slots)
+        radial, sh, distances = self.edge_embedding(edge_vectors, slots, species, edge_index)
         one_hot = nn.functional.one_hot(species, self.num_species).to(radial.dtype)
         features = self.embedding(species)
         outputs = []
@@ -446,4 +465,7 @@ class MACE(AtomisticModel):
 
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
         features = self.node_features(species, edge_index, edge_vectors, tables)
-        return sum(readout(h) for readout, h in zip(self.readouts, features)).squeeze(-1)
+        outputs = sum(readout(h) for readout, h in zip(self.readouts, features)).squeeze(-1)
+        if self.repulsion is not None:
+            outputs = outputs + self.repulsion(species, edge_index, edge_vectors)
+        return outputs

@@ -155,21 +155,41 @@ class EdgeEmbedding(nn.Module):
     0e+1o+2e+…. Padding slots (and the padding pair) get a vector of length
     2 r_c, so their radial basis (and every radial weight, the radial MLPs being
     bias-free) is exactly zero.
+
+    ``distance_transform`` (a module t(r, species_i, species_j), e.g.
+    :class:`~eqcalc.nn.distance_transforms.AgnesiTransform`): the Bessel basis reads t(r_ij)
+    instead of r_ij (the envelope still reads r_ij), so the radial basis depends on the species
+    of both ends and :meth:`forward` needs them; such radial functions are not tabulated
+    (:meth:`EquivariantConvolution.tabulate`).
     """
 
-    def __init__(self, cutoff: float, lmax: int, num_basis: int = 8, envelope_p: int = 6, trainable_basis: bool = True):
+    def __init__(
+        self,
+        cutoff: float,
+        lmax: int,
+        num_basis: int = 8,
+        envelope_p: int = 6,
+        trainable_basis: bool = True,
+        distance_transform: nn.Module | None = None,
+    ):
         super().__init__()
         self.cutoff = float(cutoff)
         self.basis = BesselBasis(cutoff, num_basis, trainable=trainable_basis)
         self.envelope = PolynomialCutoff(cutoff, p=envelope_p)
+        self.distance_transform = distance_transform
         self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
         self.sh_degrees = list(range(lmax + 1))  # plain ints in forward: torch.compile cannot guard on Irreps
 
     def forward(
-        self, edge_vectors: torch.Tensor, slots: NeighbourSlots
+        self,
+        edge_vectors: torch.Tensor,
+        slots: NeighbourSlots,
+        species: torch.Tensor | None = None,
+        edge_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """edge_vectors (E, 3) Å -> radial (P + 1 or N·D, num_basis), sh (N·D, irreps_sh.dim),
-        and the distances (P + 1 or N·D,) Å of the radial rows."""
+        and the distances (P + 1 or N·D,) Å of the radial rows. ``species`` (N,) int64 and
+        ``edge_index`` (2, E): needed (only) with a distance transform."""
         outside = edge_vectors.new_tensor([[2.0 * self.cutoff, 0.0, 0.0]])
         vectors = slots.pad(edge_vectors, outside)
         if slots.paired:
@@ -178,11 +198,27 @@ class EdgeEmbedding(nn.Module):
             radial_vectors = vectors
         distances = torch.linalg.vector_norm(radial_vectors, dim=-1)
         sh = o3.spherical_harmonics(self.sh_degrees, vectors, normalize=True, normalization="component")
-        return self.radial_basis(distances), sh, distances
+        if self.distance_transform is None:
+            return self.radial_basis(distances), sh, distances
+        if species is None or edge_index is None:
+            raise ValueError("EdgeEmbedding with a distance transform needs the species and edge_index of the edges.")
+        if slots.paired:  # the ends of each pair's first edge; species 0 for the padding pair (zero envelope)
+            ends = torch.cat([edge_index.index_select(1, slots.edge_of_pair), edge_index.new_zeros(2, 1)], dim=1)
+            species_i, species_j = species.index_select(0, ends[0]), species.index_select(0, ends[1])
+        else:  # slot n·D + k: centre n, its k-th neighbour (padding: a zero envelope)
+            centres = torch.arange(slots.num_nodes, device=species.device).repeat_interleave(slots.width)
+            species_i, species_j = species.index_select(0, centres), species.index_select(0, slots.neighbour_of_slot)
+        return self.radial_basis(distances, species_i, species_j), sh, distances
 
-    def radial_basis(self, distances: torch.Tensor) -> torch.Tensor:
-        """distances (R,) Å -> (R, num_basis): Bessel basis × envelope."""
-        return self.basis(distances) * self.envelope(distances)[:, None]
+    def radial_basis(
+        self, distances: torch.Tensor, species_i: torch.Tensor | None = None, species_j: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """distances (R,) Å -> (R, num_basis): Bessel basis (of the transformed distance, given
+        the species (R,) of both ends, with a distance transform) × envelope."""
+        basis_input = distances if self.distance_transform is None else self.distance_transform(
+            distances, species_i, species_j
+        )
+        return self.basis(basis_input) * self.envelope(distances)[:, None]
 
 
 class EquivariantConvolution(nn.Module, kernels.KernelSwitch):
@@ -227,9 +263,11 @@ class EquivariantConvolution(nn.Module, kernels.KernelSwitch):
         """Tabulate the radial MLP as a function of the distance, R(r) = MLP(embedding's radial
         basis at r), for the kernel path (inference: the weights must not change afterwards);
         None removes the table. The table is built from float64 copies: within 1e-11 of the MLP
-        (relative to its largest value) for float64 models, 1e-7 for float32 ones."""
+        (relative to its largest value) for float64 models, 1e-7 for float32 ones. An embedding
+        with a distance transform (a radial basis of the distance and both species) gets no
+        table: the kernel path then evaluates the radial MLP per pair."""
         self.radial_spline = None
-        if embedding is None:
+        if embedding is None or embedding.distance_transform is not None:
             return
         exact_basis = copy.deepcopy(embedding).to("cpu", torch.float64)
         exact_mlp = copy.deepcopy(self.radial).to("cpu", torch.float64)

@@ -8,7 +8,8 @@ API, torch.saves each module (the file a user has) and evaluates every structure
 SPEC.json: {"workdir": DIR, "structures": EXTXYZ, "models": {NAME: {...}, ...}}, each model with
 keys species, hidden_irreps, max_ell, correlation, num_interactions, first (interaction class of
 the first block), and optionally r_max, num_bessel, num_polynomial_cutoff, MLP_irreps,
-radial_MLP, avg_num_neighbors, scale, shift, seed, model_class (ScaleShiftMACE or MACE), dtype
+radial_MLP, avg_num_neighbors, scale, shift, seed, model_class (ScaleShiftMACE or MACE),
+pair_repulsion (ZBL), distance_transform ("Agnesi"), dtype
 (float64, or float32: built and saved in float32, evaluated in float64),
 use_reduced_cg, save ("module": torch.save(model); "state_dict": {"state_dict": ...,
 "hyperparameters": extract_config_mace_model(model)}, ScaleShiftMACE only). Writes
@@ -54,6 +55,8 @@ def hyperparameters(spec: dict) -> dict:
         radial_MLP=spec.get("radial_MLP", [16, 16, 16]),
         radial_type="bessel",
         use_reduced_cg=spec.get("use_reduced_cg", False),
+        pair_repulsion=spec.get("pair_repulsion", False),
+        distance_transform=spec.get("distance_transform", "None"),
     )
     if spec.get("model_class", "ScaleShiftMACE") == "ScaleShiftMACE":
         arguments.update(atomic_inter_scale=spec.get("scale", 1.3), atomic_inter_shift=spec.get("shift", 0.2))

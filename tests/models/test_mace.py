@@ -1,8 +1,11 @@
 """MACE: the shared physics suite, plus checks of the atomic and product bases."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
+from ase.data import covalent_radii
 from e3nn import o3
 from irreps_checks import assert_equivariant_layers, assert_paths_obey_selection_rules, orthogonal_matrices, wigner_d
 
@@ -22,6 +25,102 @@ class TestMACEVectors(ModelPhysicsTests):
 class TestMACETensors(ModelPhysicsTests):
     family = "mace"
     hyper = {**SMALL, "lmax": 2, "max_L": 2, "correlation": 2, "num_layers": 3}
+
+
+class TestMACERepulsionAgnesi(ModelPhysicsTests):
+    """The ZBL pair repulsion and the Agnesi distance transform (the options of MPA-0 / OMAT-0)."""
+
+    family = "mace"
+    hyper = {**SMALL, "lmax": 2, "max_L": 1, "correlation": 2, "num_layers": 2, "pair_repulsion": True,
+             "distance_transform": "agnesi"}
+
+    @classmethod
+    def build(cls, dtype: torch.dtype = torch.float64, seed: int = 0):
+        """The suite's model with its energy scale divided by 100. The Agnesi t of the distances
+        within the cutoff spans only (0, 1), where the Bessel functions of (0, r_c) are near their
+        largest, so a random network's output is two orders of magnitude above a plain one's
+        (forces of hundreds of eV/Å at bond lengths); the suite's tolerances in eV/Å presume
+        outputs of order one, as trained models have, and float32 rounding is relative to them."""
+        model = super().build(dtype, seed)
+        with torch.no_grad():
+            model.energy_scale.mul_(0.01)
+        return model
+
+    @staticmethod
+    def squeezed(structures) -> dict:
+        """The sample structures at 0.6 × their size: bonds at 0.57–0.69 × the sums of covalent
+        radii, where the repulsion is large and its envelope far from zero."""
+        squeezed = {}
+        for kind, atoms in structures.items():
+            atoms = atoms.copy()
+            atoms.set_cell(atoms.cell.array * 0.6)
+            atoms.positions *= 0.6
+            squeezed[kind] = atoms
+        return squeezed
+
+    def test_short_contacts_forces_and_stress_match_finite_differences(self, model, structures):
+        for atoms in self.squeezed(structures).values():
+            assert physics.force_fd_error(model, atoms) < 1e-6
+        assert physics.stress_fd_error(model, self.squeezed(structures)["periodic"]) < 1e-6
+
+    def test_repulsion_is_the_zbl_pair_energy(self):
+        """Two atoms at r: E(r) − E(∞) = V_ZBL(r) · scale + the network's part, which vanishes with
+        the repulsion switched off; V_ZBL(0.3 Å) of C–O from the formula by hand. The model is
+        built with float64 as the default dtype, so that its constants are not float32-rounded."""
+        from ase import Atoms
+
+        from eqcalc.importers.mace import default_dtype
+
+        with default_dtype(torch.float64):
+            model = self.build(torch.float64)
+        r = 0.3
+        dimer = Atoms("CO", positions=[[0, 0, 0], [r, 0, 0]])
+        without = copy.deepcopy(model)
+        without.repulsion = None
+        pair = physics.evaluate(model, dimer)["energy"] - physics.evaluate(without, dimer)["energy"]
+        a = 0.4543 * 0.529 / (6**0.3 + 8**0.3)
+        phi = sum(c * np.exp(-b * r / a) for c, b in zip([0.1818, 0.5099, 0.2802, 0.02817], [3.2, 0.9423, 0.4028, 0.2016]))
+        x, p = r / (covalent_radii[6] + covalent_radii[8]), 6
+        envelope = 1 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
+        expected = 14.3996 * 6 * 8 / r * phi * envelope * float(model.energy_scale)
+        assert abs(pair - expected) < 1e-10 * expected
+
+    def test_kernels_without_radial_tables_equal_the_torch_path(self, model, structures):
+        """The CPU kernels (inference preparation: no radial tables for a transformed distance)
+        give the torch path's energy and forces to 1e-10."""
+        from eqcalc.inference import inference_model
+
+        fast, used = inference_model(model, kernels=True)
+        assert used and all(c.radial_spline is None for c in fast._convolutions())
+        for atoms in self.squeezed(structures).values():
+            ours, reference = physics.evaluate(fast, atoms, stress=False), physics.evaluate(model, atoms, stress=False)
+            assert abs(ours["energy"] - reference["energy"]) < 1e-10 * max(abs(reference["energy"]), 1.0)
+            assert physics.relative_error(ours["forces"], reference["forces"]) < 1e-10
+
+    @pytest.mark.parametrize("option", [{"max_edges": "chunks"}, {"block_slots": 300, "kernels": False}],
+                             ids=["chunks", "receiver-blocks"])
+    def test_pieces_equal_one_pass(self, option):
+        """Squeezed water (O–H at 0.77 Å, inside the ZBL envelope) evaluated in halo chunks, or
+        in blocks of centre atoms, gives the one-pass per-atom energies, forces and stress."""
+        from eqcalc import EquivariantCalculator
+        from eqcalc.data import atoms_to_graph
+        from eqcalc.data.structures import water_box
+
+        model = build_model("mace", species=[1, 8], cutoff=3.0, **self.hyper).double().eval()
+        atoms = water_box(repeat=(2, 2, 1))
+        atoms.set_cell(atoms.cell.array * 0.8, scale_atoms=True)
+        atoms.rattle(0.02, seed=2)
+        if option.get("max_edges") == "chunks":
+            option = {"max_edges": 3 * atoms_to_graph(atoms, model.cutoff).edge_index.shape[1] // 4}
+        whole = EquivariantCalculator(model, max_edges=None, block_slots=None, kernels=option.get("kernels", True))
+        pieces = EquivariantCalculator(model, **option)
+        results = []
+        for calc in (whole, pieces):
+            atoms.calc = calc
+            results.append((atoms.get_potential_energies(), atoms.get_forces(), atoms.get_stress()))
+        assert "max_edges" not in option or pieces.num_chunks > 1
+        for ours, reference in zip(results[1], results[0]):
+            np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-10 * max(1.0, np.abs(reference).max()))
 
 
 def small_mace(**hyper) -> torch.nn.Module:
