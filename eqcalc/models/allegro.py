@@ -26,9 +26,10 @@ only on the edges of i, so its energy depends only on the atoms within r_c of it
 exact. Every edge term carries a factor u, so energies and forces go smoothly to zero as an atom
 leaves the cutoff sphere.
 
-Shapes: on the neighbour-slot table (:class:`~eqcalc.nn.neighbour_slots.NeighbourSlots`) of N
-atoms and width D, per-edge tensors have N·D rows (padding slots have u = 0, hence zero latent
-and zero weight in every sum); x is (N·D, F), V (N·D, irreps.dim), Γ (N, C·(lmax + 1)²).
+Shapes: per-edge tensors have one row per edge (E rows, in the order of ``edge_index``): x is
+(E, F), V (E, irreps.dim); Γ is (N, C·(lmax + 1)²), summed over each centre's edges. Time and
+memory grow with the number of edges: an atom without edges of its own (a LAMMPS ghost, a halo
+atom) costs one row of Γ.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from torch import nn
 
 from ..nn.activations import mlp
 from ..nn.irreps import EdgeEmbedding, TensorProduct, coupling_paths, feature_irreps
-from ..nn.neighbour_slots import NeighbourSlots
 from .base import AtomisticModel
 from .registry import register_family
 
@@ -50,19 +50,17 @@ EVEN_SCALAR = o3.Irrep("0e")
 
 
 class EdgeFeatures(NamedTuple):
-    """Allegro's features of every neighbour slot (N·D rows, padding slots included).
+    """Allegro's features of every edge (E rows, in the order of ``edge_index``).
 
     Attributes:
-        latent: (N·D, F) the final scalar latent x^T.
-        tensors: the edge tensor features V⁰ … V^{T−1}, (N·D, tensor_irreps[t].dim) each.
-        envelope: (N·D,) u(r_ij), zero in padding slots.
-        slots: the neighbour-slot table.
+        latent: (E, F) the final scalar latent x^T.
+        tensors: the edge tensor features V⁰ … V^{T−1}, (E, tensor_irreps[t].dim) each.
+        envelope: (E,) u(r_ij).
     """
 
     latent: torch.Tensor
     tensors: list[torch.Tensor]
     envelope: torch.Tensor
-    slots: NeighbourSlots
 
 
 def weighted_harmonics(weights: torch.Tensor, sh: torch.Tensor, channels: int, degrees: list[int]) -> torch.Tensor:
@@ -126,15 +124,16 @@ class AllegroLayer(nn.Module):
         tensors: torch.Tensor,
         sh: torch.Tensor,
         envelope: torch.Tensor,
-        slots: NeighbourSlots,
+        centres: torch.Tensor,
+        num_atoms: int,
         avg_num_neighbors: float,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """latent (N·D, F), tensors (N·D, irreps_in.dim), sh (N·D, Σ_l 2l+1), envelope (N·D,)
-        -> the new latent (N·D, F) and tensors (N·D, irreps_out.dim) (None after the last layer)."""
-        n, width = slots.num_nodes, slots.width
-        per_slot = weighted_harmonics(self.environment_weights(latent), sh, self.channels, self.degrees)
-        environment = per_slot.view(n, width, -1).sum(dim=1) / math.sqrt(avg_num_neighbors)
-        environment = environment[:, None, :].expand(n, width, environment.shape[1]).reshape(n * width, -1)
+        """latent (E, F), tensors (E, irreps_in.dim), sh (E, Σ_l 2l+1), envelope (E,), centres
+        (E,) int64 the centre atom of each edge, of ``num_atoms`` -> the new latent (E, F) and
+        tensors (E, irreps_out.dim) (None after the last layer)."""
+        per_edge = weighted_harmonics(self.environment_weights(latent), sh, self.channels, self.degrees)
+        environment = per_edge.new_zeros(num_atoms, per_edge.shape[1]).index_add(0, centres, per_edge)
+        environment = environment.index_select(0, centres) / math.sqrt(avg_num_neighbors)
         product = self.tensor_product(tensors, environment)
         scalars = [product[:, start:stop] for start, stop in self.scalar_slices]
         update = self.latent(torch.cat([latent, *scalars], dim=1)) * envelope[:, None]
@@ -222,10 +221,6 @@ class Allegro(AtomisticModel):
         """1: atom i's energy reads only the edges of i (no message passing between atoms)."""
         return 1
 
-    def index_tables(self, species, edge_index, edge_vectors) -> NeighbourSlots:
-        # unpaired: the two-body MLP sees (Z_i, Z_j) in order, so both directions are evaluated
-        return NeighbourSlots.from_edges(edge_index, species.shape[0])
-
     @property
     def tensor_irreps(self) -> list[o3.Irreps]:
         """Irreps of the edge tensor features V⁰ … V^{T−1} (see :meth:`edge_features`)."""
@@ -236,26 +231,27 @@ class Allegro(AtomisticModel):
         species: torch.Tensor,
         edge_index: torch.Tensor,
         edge_vectors: torch.Tensor,
-        tables: NeighbourSlots | None = None,
     ) -> EdgeFeatures:
-        """Every edge's features on the neighbour-slot table; arguments as for :meth:`atomic_outputs`."""
-        slots = self.index_tables(species, edge_index, edge_vectors) if tables is None else tables
-        radial, sh, distances = self.edge_embedding(edge_vectors, slots)
-        envelope = self.edge_embedding.envelope(distances)
-        n, width = slots.num_nodes, slots.width
+        """Every edge's features; arguments as for :meth:`atomic_outputs`. Both directions of a
+        pair are evaluated: the two-body MLP sees (Z_i, Z_j) in order."""
+        embedding = self.edge_embedding
+        distances = torch.linalg.vector_norm(edge_vectors, dim=-1)
+        sh = o3.spherical_harmonics(embedding.sh_degrees, edge_vectors, normalize=True, normalization="component")
+        radial, envelope = embedding.radial_basis(distances), embedding.envelope(distances)
         one_hot = nn.functional.one_hot(species, self.num_species).to(radial.dtype)
-        centres = one_hot[:, None, :].expand(n, width, self.num_species).reshape(n * width, -1)
-        neighbours = one_hot.index_select(0, slots.neighbour_of_slot)
-        latent = self.two_body(torch.cat([centres, neighbours, radial], dim=1)) * envelope[:, None]
+        centres, pair_species = edge_index[0], one_hot.index_select(0, edge_index.reshape(-1)).view(2, -1, self.num_species)
+        latent = self.two_body(torch.cat([pair_species[0], pair_species[1], radial], dim=1)) * envelope[:, None]
         tensors = [weighted_harmonics(self.initial_weights(latent), sh, self.num_tensor_features, self.degrees)]
         for layer in self.layers:
-            latent, next_tensors = layer(latent, tensors[-1], sh, envelope, slots, self.avg_num_neighbors)
+            latent, next_tensors = layer(
+                latent, tensors[-1], sh, envelope, centres, species.shape[0], self.avg_num_neighbors
+            )
             if next_tensors is not None:
                 tensors.append(next_tensors)
-        return EdgeFeatures(latent, tensors, envelope, slots)
+        return EdgeFeatures(latent, tensors, envelope)
 
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
-        features = self.edge_features(species, edge_index, edge_vectors, tables)
+        features = self.edge_features(species, edge_index, edge_vectors)
         edge_energies = self.readout(features.latent).squeeze(-1) * features.envelope
-        slots = features.slots
-        return edge_energies.view(slots.num_nodes, slots.width).sum(dim=1) / self.avg_num_neighbors
+        per_atom = edge_energies.new_zeros(species.shape[0]).index_add(0, edge_index[0], edge_energies)
+        return per_atom / self.avg_num_neighbors

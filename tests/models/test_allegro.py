@@ -36,7 +36,7 @@ def small_allegro(**hyper) -> torch.nn.Module:
 
 class EdgeTensors:
     """An Allegro model seen through irreps_checks' per-layer check: its edge tensor features
-    V⁰ … V^{T−1} (per neighbour slot) as the "node features"."""
+    V⁰ … V^{T−1} (per edge) as the "node features"."""
 
     def __init__(self, model):
         self.model = model
