@@ -4,21 +4,24 @@ For each water box (the 192-atom DFT frame of md_runs/nvt_water, repeated) and t
 PaiNN (md_runs/nvt_water/model.pt, r_c = 4 Å, L = 2 message-passing rounds, float32):
 
 * LAMMPS, NVE velocity Verlet at 0.5 fs through a Python driver under ``mpirun -np R`` (this
-  script, ``--worker``): steps/s of a timed run after a warm-up run, the bridge's share of the
-  step (seconds in eqcalc.lammps.bridge.compute: graph and model), and per rank the local atoms, LAMMPS's ghost atoms
-  (a box shell L·r_c + skin wide) and the graph's atoms (local plus the ghosts within L hops, which
+  script, ``--worker``), with each ``ghosts`` mode of the pair style, alternating: steps/s of a
+  timed run after a warm-up run, the bridge's share of the step (seconds in
+  eqcalc.lammps.bridge.prepare and evaluate: graph, model, ghost exchanges), and per rank the local
+  atoms, LAMMPS's ghost atoms (a box shell L·r_c + skin wide with ``ghosts halo``, r_c + skin with
+  ``ghosts exchange``) and the graph's atoms (local plus the ghosts within L hops, or 1 hop, which
   is what the model evaluates);
 * eqcalc's own Verlet (ASE VelocityVerlet + EquivariantCalculator, what `eqcalc md` runs) with the
   same number of torch threads as LAMMPS has ranks.
 
 Strong-scaling efficiency: steps/s on 2 ranks / (2 × steps/s on 1 rank). Weak-scaling model: the
 cost of one rank's force call measured without MPI (:func:`halo_costs`: cubic subdomains of edge s
-of the 12,288-atom box with their halos, medians of repeated calls, so the shared machine's noise
-matters less than in the MPI runs), fitted as t = a·N_local + b·N_ghost; for a cubic subdomain of
-edge s at water's 0.1 atoms/Å³ the ghost fraction g(s) = ((s + 2·L·r_c)³ − s³)/s³ (an upper bound:
-the halo is the atoms within L hops, a rounded shell inside that cube) gives the efficiency of one
-rank among many (the share of its time spent on local atoms), a / (a + b·g(s)), and the subdomain
-from which it reaches 80%.
+of the 12,288-atom box with their halos, L hops for ``halo`` and 1 hop for ``exchange``, whose
+exchanges are then memory copies without communication; medians of repeated calls, so the shared
+machine's noise matters less than in the MPI runs), fitted per mode as t = a·N_local + b·N_ghost;
+for a cubic subdomain of edge s at water's 0.1 atoms/Å³ the ghost fraction
+g(s) = ((s + 2·h·r_c)³ − s³)/s³ (h = L or 1; an upper bound: the halo is a rounded shell inside
+that cube) gives the efficiency of one rank among many (the share of its time spent on local
+atoms), a / (a + b·g(s)), and the subdomain from which it reaches 80%.
 
 Also measured once: building the graph from LAMMPS's neighbour list (the bridge's way) against
 eqcalc's own neighbour list over the same local + ghost positions.
@@ -53,7 +56,7 @@ def water(repeat: int):
     return read(START).repeat(repeat)
 
 
-def worker(data: str, steps: int, warmup: int, out: str) -> None:
+def worker(data: str, steps: int, warmup: int, ghosts: str, out: str) -> None:
     """One LAMMPS run on this MPI rank; rank 0 writes the timings of all ranks to ``out``."""
     import mpi4py  # noqa: F401  (libmpi before LAMMPS)
     from mpi4py import MPI
@@ -64,8 +67,8 @@ def worker(data: str, steps: int, warmup: int, out: str) -> None:
     comm = MPI.COMM_WORLD
     lmp = lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
     for command in [
-        "units metal", "atom_style atomic", f"read_data {data}", f"pair_style eqcalc {MODEL}", "pair_coeff * * O H",
-        "velocity all create 300 1 dist gaussian", f"timestep {TIMESTEP_PS}", "fix integrate all nve",
+        "units metal", "atom_style atomic", f"read_data {data}", f"pair_style eqcalc {MODEL} ghosts {ghosts}",
+        "pair_coeff * * O H", "velocity all create 300 1 dist gaussian", f"timestep {TIMESTEP_PS}", "fix integrate all nve",
         f"run {warmup}",
     ]:
         lmp.command(command)
@@ -86,13 +89,14 @@ def worker(data: str, steps: int, warmup: int, out: str) -> None:
     lmp.close()
 
 
-def lammps_run(atoms, ranks: int, steps: int, folder: Path) -> dict:
+def lammps_run(atoms, ranks: int, steps: int, ghosts: str, folder: Path) -> dict:
     from ase.io import write
 
-    data, out = folder / f"water{len(atoms)}.data", folder / f"out{len(atoms)}_{ranks}.json"
+    data, out = folder / f"water{len(atoms)}.data", folder / f"out{len(atoms)}_{ranks}_{ghosts}.json"
     write(data, atoms, format="lammps-data", specorder=["O", "H"], masses=True)
     mpirun = Path(sys.executable).parent / "mpirun"
-    command = [str(mpirun), "-np", str(ranks), sys.executable, __file__, "--worker", str(data), str(steps), "2", str(out)]
+    command = [str(mpirun), "-np", str(ranks), sys.executable, __file__, "--worker", str(data), str(steps), "2", ghosts,
+               str(out)]
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return json.loads(out.read_text())
 
@@ -164,38 +168,47 @@ lmp.close()
     )
 
 
-def halo_costs(repeat: int, edges: list[float], calls: int = 3) -> tuple[float, list[dict]]:
+def halo_costs(repeat: int, edges: list[float], ghosts: str, model_file: Path = MODEL, calls: int = 3
+               ) -> tuple[float, list[dict]]:
     """What one rank's force call costs, measured without MPI: in the periodic water box of ``repeat``,
-    the atoms of a cubic corner of edge s as the local atoms and their L-hop halo (what the bridge
-    evaluates: eqcalc.data.chunks.halo_chunk) as the ghosts, median of ``calls`` calls after a
-    warm-up. Returns the whole box's seconds per atom (no ghosts: the ideal) and per s the local
-    and ghost atoms and seconds."""
+    the atoms of a cubic corner of edge s as the local atoms and what the bridge evaluates with them
+    in ``ghosts`` mode as the ghosts (eqcalc.data.chunks.halo_chunk: the L-hop halo, or with
+    "exchange" the 1-hop neighbours and exchanges that copy memory but do not communicate), median of
+    ``calls`` calls after a warm-up. Returns the whole box's seconds per atom (no ghosts: the ideal)
+    and per s the local and ghost atoms and seconds."""
     import torch
 
     from eqcalc.data.chunks import IncomingEdges, halo_chunk
     from eqcalc.data.graph import structure_graph
     from eqcalc.data.neighbors import neighbour_list
     from eqcalc.inference import inference_model
+    from eqcalc.lammps.exchange import GhostExchange, anchored, exchanges_of
     from eqcalc.memory import keep_freed_memory
     from eqcalc.properties import compute_properties
 
     torch.set_num_threads(1)
     keep_freed_memory()
-    model, _ = inference_model(MODEL)  # as the pair style prepares it
+    model, _ = inference_model(model_file)  # as the pair style prepares it
+    hops, evaluate = model.message_passing_hops, model
+    if ghosts == "exchange":
+        exchange = GhostExchange(lambda rows, reverse: None, *exchanges_of(model))
+        model.ghost_exchange, hops, evaluate = exchange, 1, anchored(model, exchange)
     atoms = water(repeat)
     atoms.wrap()
     edge_index, shifts = neighbour_list(atoms.positions, atoms.cell.array, atoms.pbc, model.cutoff)
     incoming = IncomingEdges(edge_index, len(atoms))
 
     def seconds(owned: np.ndarray) -> tuple[float, int]:
-        piece = halo_chunk(owned, incoming, model.message_passing_hops)
+        piece = halo_chunk(owned, incoming, hops)
         graph = structure_graph(atoms.positions[piece.atoms], atoms.numbers[piece.atoms], atoms.cell.array, atoms.pbc,
                                 piece.edge_index, shifts[piece.edges])
         counted = torch.arange(len(piece.atoms)) < len(owned)
+        if ghosts == "exchange":
+            exchange.place(np.arange(len(piece.atoms)), len(owned), len(piece.atoms))
         times = []
         for _ in range(calls + 1):
             start = time.perf_counter()
-            compute_properties(model, graph, forces=True, counted=counted)
+            compute_properties(evaluate, graph, forces=True, counted=counted)
             times.append(time.perf_counter() - start)
         return float(np.median(times[1:])), len(piece.atoms) - len(owned)
 
@@ -203,20 +216,35 @@ def halo_costs(repeat: int, edges: list[float], calls: int = 3) -> tuple[float, 
     rows = []
     for edge in edges:
         owned = np.flatnonzero((atoms.positions < edge).all(axis=1))
-        t, ghosts = seconds(owned)
-        rows.append({"edge": edge, "local": len(owned), "ghosts": ghosts, "seconds": t})
+        t, count = seconds(owned)
+        rows.append({"edge": edge, "local": len(owned), "ghosts": count, "seconds": t})
     return whole / len(atoms), rows
+
+
+def cost_fit(rows: list[dict], whole_per_atom: float) -> tuple[float, float]:
+    """(a, b): seconds per local and per ghost atom, t ≈ a·N_local + b·N_ghosts, fitted by
+    non-negative least squares of the relative residuals over ``rows`` and the whole box (all
+    atoms local, ``whole_per_atom`` seconds each), which anchors a."""
+    from scipy.optimize import nnls
+
+    counts = np.array([[r["local"], r["ghosts"]] for r in rows] + [[1, 0]], dtype=float)
+    seconds = np.array([r["seconds"] for r in rows] + [whole_per_atom])
+    (a, b), _ = nnls(counts / seconds[:, None], np.ones(len(seconds)))
+    return float(a), float(b)
+
+
+GHOSTS = ("halo", "exchange")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, nargs="+", default=[1, 4], help="water box repeats (192·r³ atoms)")
     parser.add_argument("--steps", type=int, nargs="+", default=[20, 3], help="timed steps per repeat")
-    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        data, steps, warmup, out = args.worker
-        worker(data, int(steps), int(warmup), out)
+        data, steps, warmup, ghosts, out = args.worker
+        worker(data, int(steps), int(warmup), ghosts, out)
         return
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from common import header
@@ -228,56 +256,77 @@ def main() -> None:
     lines = [f"# pair_style eqcalc: LAMMPS on 1 and 2 MPI ranks vs eqcalc md", "", "```", header(), "```", "",
              f"Model: {MODEL.relative_to(ROOT)} (PaiNN, r_c = {cutoff} Å, L = {hops}, float32); NVE, 0.5 fs; "
              "one thread per rank (OMP_NUM_THREADS=1); eqcalc md with as many torch threads as ranks. "
-             "Bridge share: the part of a step spent in eqcalc.lammps.bridge.compute (graph and model). "
+             "Bridge share: the part of a step spent in eqcalc.lammps.bridge.prepare and evaluate (graph, model, ghost exchanges). "
+             "The two ghosts modes run one after the other for each size and number of ranks. "
              f"Load average when started: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (the machine is shared).",
              "",
-             "| atoms | ranks | LAMMPS steps/s | bridge share | local / LAMMPS ghosts / graph atoms per rank | "
-             "eqcalc md steps/s (threads) | strong-scaling efficiency |", "|---|---|---|---|---|---|---|"]
+             "| atoms | ranks | ghosts | LAMMPS steps/s | bridge share | local / LAMMPS ghosts / graph atoms per rank | "
+             "eqcalc md steps/s (threads) | strong-scaling efficiency |", "|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for repeat, steps in zip(args.repeats, args.steps):
             atoms = water(repeat)
-            single = None
+            single = {}
             for ranks in (1, 2):
-                run = lammps_run(atoms, ranks, steps, folder)
                 own = eqcalc_run(atoms, ranks, steps)
-                share = np.mean([r["pair_seconds"] for r in run["ranks"]]) * run["steps_per_s"]
-                per_rank = "; ".join(f"{r['local']} / {r['ghosts']} / {r['graph_atoms']}" for r in run["ranks"])
-                single = single or run["steps_per_s"]
-                efficiency = f"{run['steps_per_s'] / (ranks * single):.0%}" if ranks > 1 else "—"
-                lines.append(f"| {len(atoms)} | {ranks} | {run['steps_per_s']:.2f} | {share:.0%} | {per_rank} | "
-                             f"{own:.2f} ({ranks}) | {efficiency} |")
-                print(lines[-1], flush=True)
+                for ghosts in GHOSTS:
+                    run = lammps_run(atoms, ranks, steps, ghosts, folder)
+                    share = np.mean([r["pair_seconds"] for r in run["ranks"]]) * run["steps_per_s"]
+                    per_rank = "; ".join(f"{r['local']} / {r['ghosts']} / {r['graph_atoms']}" for r in run["ranks"])
+                    single.setdefault(ghosts, run["steps_per_s"])
+                    efficiency = f"{run['steps_per_s'] / (ranks * single[ghosts]):.0%}" if ranks > 1 else "—"
+                    lines.append(f"| {len(atoms)} | {ranks} | {ghosts} | {run['steps_per_s']:.2f} | {share:.0%} | "
+                                 f"{per_rank} | {own:.2f} ({ranks}) | {efficiency} |")
+                    print(lines[-1], flush=True)
         comparison = neighbour_list_comparison(folder)
-    ideal, rows = halo_costs(4, [10.0, 15.0, 20.0, 25.0, 30.0])
-    from scipy.optimize import nnls
-
-    (a, b), _ = nnls(np.array([[r["local"], r["ghosts"]] for r in rows], dtype=float), np.array([r["seconds"] for r in rows]))
-    shell = hops * cutoff
     lines += ["", "Per-rank cost without MPI (median of 3 force calls, one thread): the atoms of a cubic corner of edge "
-              "s of the 12,288-atom box as local atoms, their L-hop halo as ghosts (what the bridge evaluates); "
-              f"for scale, the whole periodic box (no ghosts) costs {ideal * 1e6:.0f} µs per atom. Efficiency: the "
-              "share of the call spent on local atoms, a·N_local/t, with a and b fitted below.", "",
-              "| s (Å) | local atoms | halo ghosts | ghosts per local atom | ms per call | efficiency |",
-              "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['edge']:g} | {r['local']} | {r['ghosts']} | {r['ghosts'] / r['local']:.2f} | "
-                     f"{r['seconds'] * 1e3:.0f} | {a * r['local'] / r['seconds']:.0%} |")
-    lines += ["", f"Fitted: a = {a * 1e6:.0f} µs per local atom, b = {b * 1e6:.0f} µs per halo ghost (non-negative "
-              "least squares over those rows).", "",
-              f"Weak-scaling model (cubic subdomain of edge s, {DENSITY} atoms/Å³, shell L·r_c = {shell:g} Å each side; "
-              "the halo is a rounded shell inside it, so this is pessimistic): ghost fraction "
-              "g(s) = ((s + 2·L·r_c)³ − s³)/s³, efficiency a/(a + b·g).", "",
-              "| s (Å) | atoms per rank | ghost fraction | efficiency |", "|---|---|---|---|"]
+              "s of the 12,288-atom box as local atoms, and as ghosts their L-hop halo (halo) or their neighbours "
+              "(exchange, whose exchanges copy memory without communicating); efficiency: the share of the call "
+              "spent on local atoms, a·N_local/t, with a fitted below.", "",
+              "| model, ghosts | s (Å) | local atoms | ghosts | ghosts per local atom | ms per call | efficiency |",
+              "|---|---|---|---|---|---|---|"]
+    fits, ideals = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        local_model = Path(tmp) / "allegro.pt"
+        eqcalc.save_model(eqcalc.build_model("allegro", species=["H", "O"], cutoff=cutoff).to(model.dtype), local_model)
+        for name, ghosts, model_file in [*((g, g, MODEL) for g in GHOSTS), ("allegro", "halo", local_model)]:
+            ideals[name], rows = halo_costs(4, [10.0, 15.0, 20.0, 25.0, 30.0], ghosts, model_file)
+            a, b = cost_fit(rows, ideals[name])
+            fits[name] = (a, b, hops if name == "halo" else 1)
+            for r in rows:
+                lines.append(f"| {name} | {r['edge']:g} | {r['local']} | {r['ghosts']} | {r['ghosts'] / r['local']:.2f} | "
+                             f"{r['seconds'] * 1e3:.0f} | {a * r['local'] / r['seconds']:.0%} |")
+    lines += ["", "allegro: a random-weight `allegro` model of the default size (2 layers, l_max 2, 16 tensor channels, "
+              f"64-wide latent) with the same r_c = {cutoff:g} Å, strictly local (one hop, no exchange). "
+              "For scale, the whole periodic box (no ghosts) costs " + ", ".join(
+                  f"{ideals[g] * 1e6:.0f} µs per atom ({g})" for g in ideals) +
+              ". Fitted, t ≈ a·N_local + b·N_ghosts (non-negative least squares of the relative residuals over "
+              "those rows and the whole box; the cost per atom itself drifts by ~10% with the size of the call, "
+              "so efficiencies within ~10% of 100% are not distinguishable): " + "; ".join(
+                  f"{g}: a = {a * 1e6:.0f} µs per local atom, b = {b * 1e6:.0f} µs per ghost" for g, (a, b, _) in fits.items()
+              ) + ".", "",
+              f"Weak-scaling model (cubic subdomain of edge s, {DENSITY} atoms/Å³, shell h·r_c each side with h = L = {hops} "
+              f"for halo and 1 for exchange and allegro, r_c = {cutoff:g} Å; the graph's ghosts are a rounded shell inside it, so this "
+              "is pessimistic; exchange's communication is not in it, the MPI runs above have it): ghost fraction "
+              "g(s) = ((s + 2·h·r_c)³ − s³)/s³, efficiency a/(a + b·g).", "",
+              "| s (Å) | atoms per rank | " + " | ".join(f"{g}: ghost fraction | {g}: efficiency" for g in fits) + " |",
+              "|---|---|" + "---|---|" * len(fits)]
+
+    def efficiency(s: float, a: float, b: float, h: int) -> tuple[float, float]:
+        g = ((s + 2 * h * cutoff) ** 3 - s**3) / s**3
+        return g, a / (a + b * g)
+
     for s in (10, 20, 30, 40, 60, 80, 120, 160):
-        g = ((s + 2 * shell) ** 3 - s**3) / s**3
-        lines.append(f"| {s} | {DENSITY * s**3:.0f} | {g:.2f} | {a / (a + b * g):.0%} |")
-    edge = next((s for s in range(5, 1000) if a / (a + b * ((s + 2 * shell) ** 3 - s**3) / s**3) >= 0.8), None)
-    verdict = (f"A rank is ≥ 80% efficient from s ≈ {edge} Å ({DENSITY * edge**3:.0f} atoms per rank)." if edge
-               else "No subdomain below 1000 Å reaches 80% in this model.")
-    lines += ["", verdict, "", comparison, ""]
+        cells = " | ".join("{:.2f} | {:.0%}".format(*efficiency(s, *fits[g])) for g in fits)
+        lines.append(f"| {s} | {DENSITY * s**3:.0f} | {cells} |")
+    lines.append("")
+    for ghosts in fits:
+        edge = next((s for s in range(5, 1000) if efficiency(s, *fits[ghosts])[1] >= 0.8), None)
+        lines.append(f"{ghosts}: a rank is ≥ 80% efficient from s ≈ {edge} Å ({DENSITY * edge**3:.0f} atoms per "
+                     "rank)." if edge else f"{ghosts}: no subdomain below 1000 Å reaches 80% in this model.")
+    lines += ["", comparison, ""]
     RESULTS.write_text("\n".join(lines))
-    print("\n".join(lines[-16:]))
+    print("\n".join(lines[-30:]))
 
 
 if __name__ == "__main__":
