@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-import math
 import os
 import threading
 import time
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
+from .committee import check_members, committee_results
 from .compilation import compile_model
 from .data.chunks import Chunk, ChunkCost, plan_chunks, slot_width
 from .data.graph import stress_defined, structure_graph
@@ -79,7 +79,10 @@ class EquivariantCalculator(Calculator):
 
     Args:
         model: an :class:`AtomisticModel` (the calculator keeps its own copy, in
-            inference mode) or the path of a model file.
+            inference mode) or the path of a model file; or a list of them, a committee
+            (:mod:`eqcalc.committee`): one neighbour list, each member evaluated on it, the
+            members' mean as energy, forces and stress and their spread as ``energy_std``,
+            ``forces_std`` (per atom) and ``stress_std``.
         device: torch device to run on ("cpu", "cuda", …).
         dtype: "float32", "float64", or None for the model's own dtype.
         skin: Verlet-list skin in Å; the neighbour list is rebuilt only when an
@@ -135,10 +138,11 @@ class EquivariantCalculator(Calculator):
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    committee_properties = ["energy_std", "forces_std", "stress_std"]
 
     def __init__(
         self,
-        model: AtomisticModel | str | os.PathLike,
+        model: AtomisticModel | str | os.PathLike | list[AtomisticModel | str | os.PathLike],
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         skin: float = 0.5,
@@ -168,17 +172,22 @@ class EquivariantCalculator(Calculator):
             raise ValueError(f"reuse_memory must be True or False, got {reuse_memory!r}.")
         self.device = torch.device(device)
         self._keep_freed_memory = reuse_memory and self.device.type == "cpu"
-        self.model, self.kernels_in_use = inference_model(model, device, dtype, kernels)
+        prepared = [inference_model(m, device, dtype, kernels) for m in (model if isinstance(model, (list, tuple)) else [model])]
+        self.members = [member for member, _ in prepared]  # one model, or a committee's
+        check_members(self.members)
+        self.model, self.kernels_in_use = self.members[0], any(in_use for _, in_use in prepared)
+        if len(self.members) > 1:
+            self.implemented_properties = self.implemented_properties + self.committee_properties
         if self.kernels_in_use and isinstance(block_slots, int):
             raise ValueError(
                 f"block_slots={block_slots} has no effect with the CPU kernel, which forms no per-slot "
                 "tensor-product tensors; pass kernels=False to run the torch convolutions in blocks, or "
                 "block_slots='auto'."
             )
-        has_convolutions = self.model.set_block_slots(None if block_slots == "auto" else block_slots)
+        has_convolutions = [m.set_block_slots(None if block_slots == "auto" else block_slots) for m in self.members]
         # large structures: blocked torch convolutions (the kernel's per-pair weights may not fit; see _plan_chunks)
-        self._may_block = block_slots == "auto" and has_convolutions and not compile
-        self._energy_model = compile_model(self.model, self.device) if compile else self.model
+        self._may_block = block_slots == "auto" and any(has_convolutions) and not compile
+        self._energy_models = [compile_model(m, self.device) if compile else m for m in self.members]
         self.min_distance = float(min_distance)
         self.neighbours = VerletNeighbourList(self.model.cutoff, skin)
         self.neighbour_seconds = 0.0  # wall time spent updating and filtering the neighbour list
@@ -232,20 +241,19 @@ class EquivariantCalculator(Calculator):
             self._plan, reusable = self._plan_chunks(atoms, within_cutoff, stress)
             self._plan_build = self.neighbours.num_builds if reusable else -1
         self.num_chunks = len(self._plan)
-        energies = np.zeros(len(atoms))
-        forces = np.zeros((len(atoms), 3))
-        stress_tensor = np.zeros((3, 3))
+        size = len(self.members)
+        energies = np.zeros((size, len(atoms)))
+        forces = np.zeros((size, len(atoms), 3))
+        stress_tensor = np.zeros((size, 3, 3))
         for chunk in self._plan:
             owned = chunk.atoms[: chunk.num_owned]
             results = self._evaluate(atoms, chunk.within(within_cutoff), stress)
-            energies[owned] = results["energies"][: chunk.num_owned]
-            forces[chunk.atoms] += results["forces"]  # a chunk lists each atom once
+            energies[:, owned] = results["energies"][:, : chunk.num_owned]
+            forces[:, chunk.atoms] += results["forces"]  # a chunk lists each atom once
             if stress:
-                stress_tensor += results["stress"][0]
-        energy = math.fsum(energies)  # correctly rounded: finite differences of E stay clean
-        self.results = {"energy": energy, "free_energy": energy, "energies": energies, "forces": forces}
-        if stress:
-            self.results["stress"] = stress_tensor[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+                stress_tensor += results["stress"][:, 0]
+        voigt = stress_tensor[:, [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]] if stress else None
+        self.results = committee_results(energies, forces, voigt)
         for key, value in self.results.items():
             if not np.all(np.isfinite(value)):
                 raise FloatingPointError(
@@ -254,17 +262,18 @@ class EquivariantCalculator(Calculator):
                 )
 
     def _evaluate(self, atoms, chunk: Chunk, stress: bool) -> dict[str, np.ndarray]:
-        """Per-atom energies (eV), forces (eV/Å) and stress (eV/Å³) of one chunk's owned atoms,
-        forces and stress as the derivatives of the owned atoms' energies only. The chunk's edges
-        index the skin list (all of them inside the cutoff)."""
+        """Per-atom energies (M, n) eV, forces (M, n, 3) eV/Å and stress (M, 1, 3, 3) eV/Å³ of
+        each of the M members on one chunk, forces and stress as the derivatives of the owned
+        atoms' energies only. The chunk's edges index the skin list (all of them inside the cutoff)."""
         positions, numbers, counted = atoms.positions, atoms.numbers, None
         if chunk.num_owned < len(atoms):  # a piece: gather its atoms, count only the owned ones
             positions, numbers = positions[chunk.atoms], numbers[chunk.atoms]
             counted = torch.arange(len(chunk.atoms), device=self.device) < chunk.num_owned
         shifts = self.neighbours.shifts[chunk.edges]
         graph = structure_graph(positions, numbers, atoms.cell.array, atoms.pbc, chunk.edge_index, shifts).to(self.device)
-        results = compute_properties(self._energy_model, graph, forces=True, stress=stress, counted=counted)
-        return {key: value.detach().cpu().numpy() for key, value in results.items()}
+        members = [compute_properties(model, graph, forces=True, stress=stress, counted=counted)
+                   for model in self._energy_models]
+        return {key: torch.stack([results[key].detach() for results in members]).cpu().numpy() for key in members[0]}
 
     def _plan_chunks(self, atoms, within_cutoff: np.ndarray, stress: bool) -> tuple[list[Chunk], bool]:
         """The whole structure as one chunk, or pieces within the limit of one evaluation, and
@@ -314,10 +323,11 @@ class EquivariantCalculator(Calculator):
         AUTO_BLOCK_SLOTS slots (the least memory). MACE's product-basis kernel, which keeps
         nothing per slot, stays."""
         self._may_block = False
-        for convolution in self.model._convolutions():
-            convolution.use_kernel = False
-        self.kernels_in_use = any(m.use_kernel for m in self.model._kernel_switches())
-        self.model.set_block_slots(AUTO_BLOCK_SLOTS)
+        for model in self.members:
+            for convolution in model._convolutions():
+                convolution.use_kernel = False
+            model.set_block_slots(AUTO_BLOCK_SLOTS)
+        self.kernels_in_use = any(m.use_kernel for model in self.members for m in model._kernel_switches())
 
     def _pieces(self, atoms, within_cutoff: np.ndarray, limit: float, cost: ChunkCost) -> tuple[list[Chunk], bool]:
         """Pieces each costing at most ``limit`` and whether they serve until the next rebuild.

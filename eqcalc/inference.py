@@ -21,6 +21,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from .data.graph import atoms_to_graph, batch_graphs, stress_defined
 from .models.base import AtomisticModel
 from .models.io import load_model, resolve_device, resolve_dtype
+from .models.setup_lock import MODEL_SETUP_LOCK
 from .properties import compute_properties
 
 
@@ -36,13 +37,14 @@ def inference_model(
     ``dtype`` None keeps the model's own. Kernels are used only on the CPU and where they build.
     """
     device = resolve_device(device)
-    if isinstance(model, AtomisticModel):
-        model = copy.deepcopy(model).to(device=device, dtype=resolve_dtype(dtype) or model.dtype)
-    else:
-        model = load_model(model, device=device, dtype=dtype)
-    model = model.eval().requires_grad_(False)
-    kernels_in_use = model.set_inference_kernels(kernels and torch.device(device).type == "cpu")
-    model.freeze_weights(True)  # after the kernels: radial tables for the kernel path
+    with MODEL_SETUP_LOCK.exclusive():  # copies are fx-traced; tables are made by calling modules
+        if isinstance(model, AtomisticModel):
+            model = copy.deepcopy(model).to(device=device, dtype=resolve_dtype(dtype) or model.dtype)
+        else:
+            model = load_model(model, device=device, dtype=dtype)
+        model = model.eval().requires_grad_(False)
+        kernels_in_use = model.set_inference_kernels(kernels and torch.device(device).type == "cpu")
+        model.freeze_weights(True)  # after the kernels: radial tables for the kernel path
     return model, kernels_in_use
 
 

@@ -15,6 +15,7 @@ import torch
 
 from .data.graph import AtomicGraph
 from .models.base import AtomisticModel
+from .models.setup_lock import MODEL_SETUP_LOCK
 from .nn.scatter import scatter_sum
 
 
@@ -67,7 +68,8 @@ def compute_properties(
         positions = positions + torch.einsum("nk,nkl->nl", positions, symmetric[graph.batch])
         cell = cell + cell @ symmetric
     vectors = edge_vectors(positions, cell, graph.edge_index, graph.shifts, graph.batch)
-    atomic_energies = model(graph.numbers, graph.edge_index, vectors, graph.batch, graph.num_graphs)
+    with MODEL_SETUP_LOCK.shared():  # never while a model is set up in another thread
+        atomic_energies = model(graph.numbers, graph.edge_index, vectors, graph.batch, graph.num_graphs)
     counted_energies = atomic_energies if counted is None else torch.where(counted, atomic_energies, 0.0)
     energy = scatter_sum(counted_energies, graph.batch, graph.num_graphs)
     results = {"energy": energy, "energies": atomic_energies}

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -66,3 +67,36 @@ def test_one_calculator_used_by_two_threads_raises():
     release.set()
     worker.join()
     np.testing.assert_allclose(results["energy"], expected, rtol=0, atol=1e-10)
+
+
+def test_model_setup_waits_for_evaluations_and_holds_new_ones_back():
+    from eqcalc.models.setup_lock import SetupLock
+
+    lock, order = SetupLock(), []
+    evaluating, setting_up = threading.Event(), threading.Event()
+
+    def evaluation(name, started=None):
+        with lock.shared():
+            if started:
+                started.set()
+                setting_up.wait(5)
+                time.sleep(0.05)  # the set-up is waiting now, and must still be waiting
+            order.append(name)
+
+    def setup():
+        setting_up.set()
+        with lock.exclusive(), lock.exclusive(), lock.shared():  # re-entrant; its own evaluations pass
+            order.append("setup")
+
+    first = threading.Thread(target=evaluation, args=("first", evaluating))
+    first.start()
+    evaluating.wait(5)
+    builder = threading.Thread(target=setup)
+    builder.start()
+    setting_up.wait(5)
+    time.sleep(0.02)
+    late = threading.Thread(target=evaluation, args=("late",))  # arrives while the set-up waits
+    late.start()
+    for thread in (first, builder, late):
+        thread.join(10)
+    assert order == ["first", "setup", "late"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .base import AtomisticModel
+from .setup_lock import MODEL_SETUP_LOCK
 
 MODEL_FAMILIES: dict[str, type[AtomisticModel]] = {}
 
@@ -30,4 +31,5 @@ def build_model(family: str, **config: Any) -> AtomisticModel:
         raise ValueError(f"Unknown model family {family!r}; available: {sorted(MODEL_FAMILIES)}.") from None
     if "species" not in config:
         raise ValueError("build_model needs species=[atomic numbers the model must know].")
-    return cls(**config)
+    with MODEL_SETUP_LOCK.exclusive():  # e3nn modules are fx-traced as they are built
+        return cls(**config)

@@ -90,10 +90,12 @@ class RadialSpline(nn.Module):
         while True:
             self.spacing = (self.cutoff - self.START) / intervals
             knots = self.START + torch.arange(intervals + 1, dtype=torch.float64) * self.spacing
-            with _FORWARD_AD_LOCK:  # torch.func's transform levels are process-wide, not per thread
+            # torch.func's transform levels are process-wide, not per thread: no other thread may run
+            # the function (a plain call included) while one is inside jvp
+            with _FORWARD_AD_LOCK:
                 values, derivatives = torch.func.jvp(function, (knots,), (torch.ones_like(knots),))  # dR/dr
+                exact = function(knots[:-1] + 0.5 * self.spacing)
             slopes = derivatives * self.spacing
-            exact = function(knots[:-1] + 0.5 * self.spacing)
             # the spline at t = ½: ½ (V_i + V_i+1) + ⅛ (S_i − S_i+1)
             spline = 0.5 * (values[:-1] + values[1:]) + 0.125 * (slopes[:-1] - slopes[1:])
             self.max_error = float((spline - exact).abs().max()) / max(float(values.abs().max()), 1e-300)
