@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 import os
 import threading
 import time
+import warnings
 
 import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from .committee import check_members, committee_results
+from .committee import check_members, committee_results, resolve_models
 from .compilation import compile_model
 from .data.chunks import Chunk, ChunkCost, plan_chunks, slot_width
 from .data.graph import stress_defined, structure_graph
 from .data.validation import MIN_DISTANCE, check_min_distance, check_positions
 from .data.verlet import VerletNeighbourList
 from .inference import inference_model
+from .llpr import last_layer_features
 from .models.base import AtomisticModel
 from .memory import available_bytes, keep_freed_memory, measure_peak
 from .models.io import resolve_device
@@ -82,7 +85,9 @@ class EquivariantCalculator(Calculator):
             inference mode) or the path of a model file; or a list of them, a committee
             (:mod:`eqcalc.committee`): one neighbour list, each member evaluated on it, the
             members' mean as energy, forces and stress and their spread as ``energy_std``,
-            ``forces_std`` (per atom) and ``stress_std``.
+            ``forces_std`` (per atom) and ``stress_std``. A single model whose file holds a fitted
+            one-model uncertainty (:mod:`eqcalc.llpr`, ``eqcalc calibrate``) returns
+            ``forces_std`` and ``energy_std`` from it (not with ``compile=True``).
         device: torch device to run on ("cpu", "cuda", …).
         dtype: "float32", "float64", or None for the model's own dtype.
         skin: Verlet-list skin in Å; the neighbour list is rebuilt only when an
@@ -154,6 +159,7 @@ class EquivariantCalculator(Calculator):
         reuse_memory: bool = False,
         **kwargs,
     ):
+        model = resolve_models(model)  # a committee folder → its member files
         super().__init__(**kwargs)
         device = resolve_device(device)
         if not (block_slots in (None, "auto") or (isinstance(block_slots, int) and block_slots > 0)):
@@ -176,8 +182,16 @@ class EquivariantCalculator(Calculator):
         self.members = [member for member, _ in prepared]  # one model, or a committee's
         check_members(self.members)
         self.model, self.kernels_in_use = self.members[0], any(in_use for _, in_use in prepared)
+        self.uncertainty = getattr(self.model, "uncertainty", None) if len(self.members) == 1 else None
+        if self.uncertainty is not None and compile:
+            warnings.warn("The model's one-model uncertainty (LLPR) is not computed with compile=True: no forces_std.",
+                          stacklevel=2)
+            self.uncertainty = None
         if len(self.members) > 1:
             self.implemented_properties = self.implemented_properties + self.committee_properties
+        elif self.uncertainty is not None:
+            self.implemented_properties = self.implemented_properties + ["forces_std"] + (
+                ["energy_std"] if self.uncertainty.energy_scale is not None else [])
         if self.kernels_in_use and isinstance(block_slots, int):
             raise ValueError(
                 f"block_slots={block_slots} has no effect with the CPU kernel, which forms no per-slot "
@@ -245,15 +259,22 @@ class EquivariantCalculator(Calculator):
         energies = np.zeros((size, len(atoms)))
         forces = np.zeros((size, len(atoms), 3))
         stress_tensor = np.zeros((size, 3, 3))
+        features = None  # (N, F) last-layer features, for a one-model uncertainty
         for chunk in self._plan:
             owned = chunk.atoms[: chunk.num_owned]
             results = self._evaluate(atoms, chunk.within(within_cutoff), stress)
+            if "features" in results:
+                if features is None:
+                    features = np.zeros((len(atoms), results["features"].shape[1]))
+                features[owned] = results["features"][: chunk.num_owned]
             energies[:, owned] = results["energies"][:, : chunk.num_owned]
             forces[:, chunk.atoms] += results["forces"]  # a chunk lists each atom once
             if stress:
                 stress_tensor += results["stress"][:, 0]
         voigt = stress_tensor[:, [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]] if stress else None
         self.results = committee_results(energies, forces, voigt)
+        if features is not None:
+            self.results.update(self.uncertainty.results(torch.from_numpy(features)))
         for key, value in self.results.items():
             if not np.all(np.isfinite(value)):
                 raise FloatingPointError(
@@ -264,16 +285,21 @@ class EquivariantCalculator(Calculator):
     def _evaluate(self, atoms, chunk: Chunk, stress: bool) -> dict[str, np.ndarray]:
         """Per-atom energies (M, n) eV, forces (M, n, 3) eV/Å and stress (M, 1, 3, 3) eV/Å³ of
         each of the M members on one chunk, forces and stress as the derivatives of the owned
-        atoms' energies only. The chunk's edges index the skin list (all of them inside the cutoff)."""
+        atoms' energies only, and with a one-model uncertainty the (n, F) last-layer "features".
+        The chunk's edges index the skin list (all of them inside the cutoff)."""
         positions, numbers, counted = atoms.positions, atoms.numbers, None
         if chunk.num_owned < len(atoms):  # a piece: gather its atoms, count only the owned ones
             positions, numbers = positions[chunk.atoms], numbers[chunk.atoms]
             counted = torch.arange(len(chunk.atoms), device=self.device) < chunk.num_owned
         shifts = self.neighbours.shifts[chunk.edges]
         graph = structure_graph(positions, numbers, atoms.cell.array, atoms.pbc, chunk.edge_index, shifts).to(self.device)
-        members = [compute_properties(model, graph, forces=True, stress=stress, counted=counted)
-                   for model in self._energy_models]
-        return {key: torch.stack([results[key].detach() for results in members]).cpu().numpy() for key in members[0]}
+        with last_layer_features(self.model) if self.uncertainty is not None else nullcontext() as features:
+            members = [compute_properties(model, graph, forces=True, stress=stress, counted=counted)
+                       for model in self._energy_models]
+        arrays = {key: torch.stack([results[key].detach() for results in members]).cpu().numpy() for key in members[0]}
+        if features is not None:
+            arrays["features"] = features(graph.numbers).cpu().numpy()
+        return arrays
 
     def _plan_chunks(self, atoms, within_cutoff: np.ndarray, stress: bool) -> tuple[list[Chunk], bool]:
         """The whole structure as one chunk, or pieces within the limit of one evaluation, and

@@ -9,11 +9,18 @@ The spread is the sample standard deviation over the M members (ddof = 1):
 
 ``forces_std`` is a rotation-invariant length per atom (the root of the trace of the force
 covariance), the quantity uncertainty-aware MD and frame selection look at.
+
+A committee folder (``eqcalc train --committee N``) lists its members in ``committee.json``;
+:func:`resolve_models` turns such a folder into its member files, so
+``EquivariantCalculator("FOLDER")`` loads the committee.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -70,3 +77,73 @@ def committee_results(energies: np.ndarray, forces: np.ndarray, stress: np.ndarr
         results["energy_committee"] = member_energy
         results["forces_committee"] = forces.copy()
     return results
+
+
+# ---------------------------------------------------------------- committee folders
+
+#: the file in a committee folder (``eqcalc train --committee N``) that lists its members
+COMMITTEE_FILE = "committee.json"
+COMMITTEE_FORMAT = "eqcalc-committee"
+
+
+def write_committee_file(folder: str | os.PathLike, members: Sequence[str], bootstrap: bool, seeds: Sequence[int]) -> Path:
+    """Write ``folder/committee.json`` atomically and return its path::
+
+        {"format": "eqcalc-committee", "format_version": 1, "size": M,
+         "members": [model file paths relative to folder], "bootstrap": bool, "seeds": [int] * M}
+    """
+    from .atomic_io import atomic_path
+
+    record = {"format": COMMITTEE_FORMAT, "format_version": 1, "size": len(members), "members": list(members),
+              "bootstrap": bool(bootstrap), "seeds": [int(seed) for seed in seeds]}
+    path = Path(folder) / COMMITTEE_FILE
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def committee_files(path: str | os.PathLike) -> list[Path]:
+    """The member model files of a committee folder, or of its ``committee.json`` (paths in the
+    file are relative to its folder).
+
+    Raises:
+        FileNotFoundError: no committee.json (e.g. training not finished), or a member file missing.
+        ValueError: committee.json is not valid JSON or not a committee record.
+    """
+    path = Path(path)
+    file = path / COMMITTEE_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{str(file.parent)!r} is a directory with no {COMMITTEE_FILE}: neither a model file nor a finished "
+            f"committee (eqcalc train --committee N writes {COMMITTEE_FILE} once every member has finished; --resume "
+            "finishes an interrupted one). For a single run, pass its model file (FOLDER/best_model.pt)."
+        )
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{str(file)!r} is damaged ({err}); eqcalc train --resume (same options) rewrites it.") from None
+    members = record.get("members") if isinstance(record, dict) else None
+    if (not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members)
+            or record.get("format") != COMMITTEE_FORMAT or record.get("size") != len(members)):
+        raise ValueError(
+            f"{str(file)!r} is not an eqcalc committee record (it needs format {COMMITTEE_FORMAT!r} and a non-empty "
+            "list 'members' of model files, 'size' long); eqcalc train --resume (same options) rewrites it."
+        )
+    files = [file.parent / member for member in members]
+    missing = [member for member, member_file in zip(members, files) if not member_file.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{str(file)!r} lists member model files that do not exist: {missing}. Restore them, or delete those "
+            "members' folders and run eqcalc train --resume (same options) to train them again."
+        )
+    return files
+
+
+def resolve_models(model):
+    """A committee folder or committee.json path → its member model files (:func:`committee_files`);
+    anything else (a model, a model file path, a list) unchanged."""
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if path.is_dir() or path.name == COMMITTEE_FILE:
+            return committee_files(path)
+    return model

@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.epilog = (
         "Examples: eqcalc train --train data.extxyz --model schnet --max-epochs 50 --output runs/x; "
-        "eqcalc train config.yaml --lr 5e-4; torchrun --nproc_per_node=2 -m eqcalc.cli train config.yaml"
+        "eqcalc train config.yaml --lr 5e-4; eqcalc train config.yaml --committee 4 --output runs/committee "
+        "(a committee: EquivariantCalculator('runs/committee')); torchrun --nproc_per_node=2 -m eqcalc.cli train config.yaml"
     )
     add_config_arguments(parser)
 

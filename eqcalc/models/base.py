@@ -266,6 +266,16 @@ class AtomisticModel(nn.Module):
         """
         raise NotImplementedError
 
+    def readout_layers(self) -> list[nn.Module]:
+        """The final linear layers whose outputs sum to the raw per-atom output (``nn.Linear`` to
+        one output, or an ``o3.Linear`` to ``1x0e``): their inputs are the last-layer features that
+        :mod:`eqcalc.llpr` builds its uncertainty on. Families whose output is not such a sum over
+        atoms do not define them."""
+        raise ValueError(
+            f"The {self.family or type(self).__name__} family has no per-atom linear readout, so its one-model "
+            "uncertainty (LLPR) is not available; use a committee of models instead."
+        )
+
     def index_tables(self, species: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> Any:
         """Index tables the family builds from the graph, whose sizes depend on the data (e.g.
         neighbour slots, atoms grouped by species), for :meth:`atomic_outputs`; arguments as there.

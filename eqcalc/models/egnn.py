@@ -135,6 +135,9 @@ class EGNN(AtomisticModel):
     def message_passing_hops(self) -> int:
         return self.num_layers
 
+    def readout_layers(self) -> list[nn.Module]:
+        return [self.readout[-1]]
+
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
         features, _ = self.propagate(species, edge_index, edge_vectors)
         return self.readout(features).squeeze(-1)

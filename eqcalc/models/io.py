@@ -109,7 +109,7 @@ def model_payload(model: AtomisticModel) -> dict:
     from .. import __version__
 
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return {
+    payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "eqcalc_version": __version__,
@@ -119,6 +119,9 @@ def model_payload(model: AtomisticModel) -> dict:
         "state_dict": state_dict,
         "checksum": tensors_checksum(state_dict),
     }
+    if getattr(model, "uncertainty", None) is not None:  # a fitted one-model uncertainty (eqcalc.llpr)
+        payload["uncertainty"] = model.uncertainty.to_dict()
+    return payload
 
 
 def save_model(model: AtomisticModel, path: str | os.PathLike) -> None:
@@ -212,6 +215,13 @@ def model_from_payload(payload: dict, source: str = "the model") -> AtomisticMod
         raise ModelFileError(f"{source}: its config does not build a {family!r} model ({err}). {DAMAGED}") from err
     _check_tensors(model.state_dict(), stored, source)
     model.load_state_dict(stored)
+    if payload.get("uncertainty") is not None:
+        from ..llpr import LastLayerUncertainty, last_layer_width
+
+        try:
+            model.uncertainty = LastLayerUncertainty.from_dict(payload["uncertainty"], last_layer_width(model), source)
+        except ValueError as err:
+            raise ModelFileError(str(err)) from err
     return model
 
 

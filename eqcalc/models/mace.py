@@ -463,6 +463,9 @@ class MACE(AtomisticModel):
     def message_passing_hops(self) -> int:
         return self.num_layers
 
+    def readout_layers(self) -> list[nn.Module]:
+        return [*self.readouts[:-1], self.readouts[-1][-1]]
+
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
         features = self.node_features(species, edge_index, edge_vectors, tables)
         outputs = sum(readout(h) for readout, h in zip(self.readouts, features)).squeeze(-1)

@@ -144,5 +144,8 @@ class NequIP(AtomisticModel):
     def message_passing_hops(self) -> int:
         return self.num_layers
 
+    def readout_layers(self) -> list[nn.Module]:
+        return [self.readout]
+
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
         return self.readout(self.node_features(species, edge_index, edge_vectors, tables)[-1]).squeeze(-1)

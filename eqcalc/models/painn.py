@@ -155,6 +155,9 @@ class PaiNN(AtomisticModel):
     def message_passing_hops(self) -> int:
         return self.num_interactions
 
+    def readout_layers(self) -> list[nn.Module]:
+        return [self.readout[-1]]
+
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
         scalars, _ = self.atom_features(species, edge_index, edge_vectors)
         return self.readout(scalars).squeeze(-1)

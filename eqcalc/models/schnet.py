@@ -75,6 +75,9 @@ class SchNet(AtomisticModel):
     def message_passing_hops(self) -> int:
         return self.num_interactions
 
+    def readout_layers(self) -> list[nn.Module]:
+        return [self.readout[-1]]
+
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
         distances = torch.linalg.vector_norm(edge_vectors, dim=-1)
         radial = self.radial(distances)

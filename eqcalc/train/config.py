@@ -57,7 +57,8 @@ class TrainConfig:
     )
     # fine-tuning (see docs/finetuning.md)
     init_from: Union[str, None] = _option(
-        None, "start from this eqcalc model file: its family, architecture and weights (fine-tuning)"
+        None, "start from this eqcalc model file: its family, architecture and weights (fine-tuning); or a committee "
+        "folder of the same size as committee: member k starts from its member k"
     )
     freeze: list = _option([], "fine-tuning: parameter-name prefixes or groups (embedding, interactions, readout) kept fixed")
     replay_data: Union[str, None] = _option(None, "fine-tuning: frames of the original training data mixed into each epoch")
@@ -108,6 +109,15 @@ class TrainConfig:
     overwrite: bool = _option(False, "replace a run already in OUTPUT")
     progress: bool = _option(True, "show a progress bar per epoch")
     tensorboard: bool = _option(False, "also write TensorBoard scalars to OUTPUT/tensorboard")
+    # committee (see eqcalc.train.committee)
+    committee: int = _option(
+        1, "train this many models, one complete run each in OUTPUT/member_0 … with seed, seed+1 …, on one data "
+        "split; OUTPUT/committee.json lists them once all have finished (1: a single run in OUTPUT)"
+    )
+    committee_bootstrap: bool = _option(
+        False, "committee: train each member on a resample with replacement (same count, seeded by its seed) of the "
+        "training split (flag also --bootstrap)"
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML- and torch.load(weights_only=True)-safe)."""
@@ -151,6 +161,8 @@ class TrainConfig:
             ("outlier_threshold", self.outlier_threshold is None or self.outlier_threshold > 0, "> 0 or null"),
             ("stage_two_epoch", self.stage_two_epoch is None or self.stage_two_epoch >= 0, "≥ 0 (counted from 0)"),
             ("model.cutoff", self.model.cutoff > 0, "> 0"),
+            ("committee", self.committee >= 1, "≥ 1"),
+            ("max_epochs", self.committee == 1 or self.max_epochs >= 1, "≥ 1 for a committee (each member needs a model)"),
         ]
         for name, ok, wanted in rules:
             if not ok:
@@ -165,6 +177,9 @@ class TrainConfig:
             raise ValueError("resume and overwrite exclude each other: continue the run, or replace it.")
         if not 0 <= self.replay_fraction <= 1:
             raise ValueError("replay_fraction must be in [0, 1].")
+        if self.committee_bootstrap and self.committee == 1:
+            raise ValueError("committee_bootstrap resamples the training frames of each committee member; set committee: N "
+                             "(--committee N) with N ≥ 2, or drop it.")
         if self.init_from is None:
             for name, used in (("freeze", bool(self.freeze)), ("replay_data", self.replay_data is not None),
                                ("atomic_energies", self.atomic_energies == "keep")):
@@ -201,12 +216,26 @@ def _check_model_builds(section: ModelSection, source: str) -> None:
 
 def _finetuning_options(model: dict, options: dict, source: str) -> tuple[dict, dict]:
     """With ``init_from``: the base model's model section (a contradicting one is an error), its dtype
-    unless one is given, and ``freeze`` checked against its parameter names."""
+    unless one is given, and ``freeze`` checked against its parameter names. A committee folder as
+    ``init_from`` needs ``committee`` equal to its size and members of one architecture."""
+    from ..committee import resolve_models
     from ..models.io import read_model_file
     from .finetune import base_model_section, resolve_freeze
 
-    payload = read_model_file(options["init_from"])
-    section = base_model_section(payload, model, source)
+    init_from = options["init_from"]
+    bases = resolve_models(init_from)
+    if isinstance(bases, list) and options.get("committee", 1) != len(bases):
+        raise ValueError(
+            f"{source}: init_from: {init_from!r} is a committee of {len(bases)}; set committee: {len(bases)} "
+            f"(--committee {len(bases)}) so that member k fine-tunes from its member k, or name one model file."
+        )
+    payloads = [read_model_file(base) for base in (bases if isinstance(bases, list) else [init_from])]
+    sections = [base_model_section(payload, model, source) for payload in payloads]
+    for k, other in enumerate(sections[1:], start=1):
+        if other != sections[0]:
+            raise ValueError(f"{source}: init_from: the members of {init_from!r} differ in architecture (member 0: "
+                             f"{sections[0]}; member {k}: {other}); fine-tune a committee of one architecture.")
+    payload, section = payloads[0], sections[0]
     options = {"dtype": payload["dtype"], **options}
     freeze = options.get("freeze") or []
     if not all(isinstance(entry, str) for entry in freeze):
@@ -312,6 +341,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 # ---------------------------------------------------------------- command line
 
+#: more flags for an option than its own (``--committee-bootstrap``)
+FLAG_ALIASES = {"committee_bootstrap": ("--bootstrap",)}
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per option (``--max-epochs``), plus ``--model``, ``--cutoff``, ``--hyper`` for the model section."""
     parser.add_argument("config", nargs="?", help="YAML config file (flags override its values)")
@@ -319,12 +352,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         if f.name == "model":
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flags = ("--" + f.name.replace("_", "-"), *FLAG_ALIASES.get(f.name, ()))
         help_text = f"{f.metadata['help']} (default: {f.default!r})" if f.default is not dataclasses.MISSING else f.metadata["help"]
         if hints[f.name] is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         else:
-            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, help=help_text)
     from ..models.registry import MODEL_FAMILIES
 
     parser.add_argument(

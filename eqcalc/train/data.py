@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,3 +94,16 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         replay=GraphDataset(replay, cutoff, f"replay data ({config.replay_data})") if replay is not None else None,
         splits=splits,
     )
+
+
+def bootstrap_resample(data: TrainingData, seed: int) -> TrainingData:
+    """``data`` with its training set replaced by a resample with replacement of as many structures,
+    drawn with ``numpy.random.default_rng(seed)`` (a committee member's bootstrap). Its splits' train
+    entry lists the drawn frames of the training file (repeats included, in draw order) and the
+    ``bootstrap_seed``; the species stay those of the whole training set, so every member of a
+    committee knows the same elements."""
+    rows = np.random.default_rng(seed).integers(len(data.train), size=len(data.train)).tolist()
+    frames = data.splits["train"]["frames"]
+    train = GraphDataset([data.train.structures[i] for i in rows], data.train.cutoff, "bootstrap resample of the training data")
+    splits = {**data.splits, "train": {**data.splits["train"], "frames": [frames[i] for i in rows], "bootstrap_seed": seed}}
+    return dataclasses.replace(data, train=train, splits=splits)

@@ -67,6 +67,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_resumable_options(saved: dict, config: TrainConfig, source: Path) -> None:
+    """ValueError naming every option of ``config`` that differs from the ``saved`` options of the run
+    in ``source``, other than :data:`RESUMABLE_CHANGES`."""
+    # An option missing from the saved ones was added after they were written; such options default to
+    # the behaviour that existed before them, so the run used the default.
+    saved = {**TrainConfig().to_dict(), **saved}
+    current = config.to_dict()
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved[k] != current[k])
+    if changed:
+        details = "; ".join(f"{k}: {saved[k]!r} → {current[k]!r}" for k in changed)
+        raise ValueError(
+            f"Cannot resume {str(source)!r} with different options ({details}). Use the original options, "
+            "or start a new run in another --output."
+        )
+
+
 def build_family_model(config: TrainConfig, model_kwargs: dict) -> AtomisticModel:
     """``build_model`` with the config's family, cutoff and hyper; unknown hyper keys named in the error."""
     family = config.model.family
@@ -229,17 +245,7 @@ class Trainer:
                 )
             return None
         checkpoint = load_checkpoint(path)
-        # An option missing from the checkpoint was added after it was written; such options default to
-        # the behaviour that existed before them, so the run used the default.
-        saved = {**TrainConfig().to_dict(), **checkpoint["config"]}
-        current = self.config.to_dict()
-        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved[k] != current[k])
-        if changed:
-            details = "; ".join(f"{k}: {saved[k]!r} → {current[k]!r}" for k in changed)
-            raise ValueError(
-                f"Cannot resume {str(path)!r} with different options ({details}). Use the original options, "
-                "or start a new run in another --output."
-            )
+        check_resumable_options(checkpoint["config"], self.config, path)
         self.log(f"Resuming from {path} after epoch {checkpoint['epoch']}.")
         return checkpoint
 
@@ -523,5 +529,11 @@ class Trainer:
 
 
 def train(config: TrainConfig) -> dict:
-    """Run a training described by ``config`` (one process, or this process's part under torchrun)."""
+    """Run a training described by ``config`` (one process, or this process's part under torchrun):
+    one run, or with ``committee`` > 1 a committee (:func:`eqcalc.train.committee.train_committee`)."""
+    from .committee import check_single_run_output, train_committee
+
+    if config.committee > 1:
+        return train_committee(config)
+    check_single_run_output(Path(config.output))
     return Trainer(config).fit()
