@@ -32,6 +32,10 @@ SETTINGS = {
     "--skin": ("skin", float, "neighbour-list skin, Å (default 0.5)"),
     "--bond-factor": ("bond_factor", float, "stop when the structure falls apart into more fragments than at the "
                       "start; bonded = closer than this × the covalent radii sum (try 1.5; default off)"),
+    "--max-force-uncertainty": ("max_force_uncertainty", float, "with a committee (several --model files or a "
+                                "committee folder): act when an atom's force spread exceeds this, eV/Å (default off)"),
+    "--uncertainty-action": ("uncertainty_action", str, "above --max-force-uncertainty: stop (default) the run, or "
+                             "save the step's structure to OUTPUT/uncertain.extxyz and carry on"),
 }
 RUN_KEYS = ("model", "structure", "output", "device", "dtype", "compile")
 
@@ -39,7 +43,9 @@ RUN_KEYS = ("model", "structure", "output", "device", "dtype", "compile")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="YAML", help="settings file (keys: model, structure, output, device, "
                         "dtype, compile and the long flag names with underscores); flags override it")
-    parser.add_argument("--model", help="model file (default: the bundled model)")
+    parser.add_argument("--model", nargs="+", metavar="MODEL", help="model file, or several (or a committee "
+                        "folder) for a committee: MD on their mean, with their spread logged (default: the "
+                        "bundled model)")
     parser.add_argument("--structure", help="any file ase.io.read reads (default: the bundled molecule)")
     parser.add_argument("--output", help="run folder (default md_run)")
     for flag, (_, kind, text) in SETTINGS.items():
@@ -66,7 +72,19 @@ def collect_settings(args: argparse.Namespace) -> tuple[dict, dict]:
         if getattr(args, field) is not None:
             values[field] = getattr(args, field)
     options = {key: values.pop(key) for key in RUN_KEYS if key in values}
+    if "model" in options:
+        options["model"] = model_argument(options["model"])
     return options, values
+
+
+def model_argument(value):
+    """A model path, or a list of them for a committee: a YAML ``model:`` or the ``--model`` files
+    (one of them is passed on as a single path, a file or a committee folder)."""
+    if isinstance(value, (list, tuple)):
+        if not value or not all(isinstance(item, str) for item in value):
+            raise ValueError(f"model must be a model file or a list of model files, got {value!r}.")
+        return value[0] if len(value) == 1 else list(value)
+    return value
 
 
 def read_structure(path) -> Atoms:
@@ -102,7 +120,17 @@ def run(args: argparse.Namespace) -> int:
         f"{result.steps_per_second:.3g} steps/s, {result.ns_per_day:.3g} ns/day; neighbour list "
         f"{100 * result.neighbour_fraction:.1f}% of the time ({result.neighbour_rebuilds} rebuilds)."
     )
-    print(f"Wrote {output}/: trajectory.h5, log.csv, energy.png, temperature.png, final.extxyz, config.yaml")
+    written = ["trajectory.h5", "log.csv", "energy.png", "temperature.png"]
+    if result.committee_size > 1:
+        written.append("uncertainty.png")
+    print(f"Wrote {output}/: {', '.join(written)}, final.extxyz, config.yaml")
+    if result.uncertain_frames:
+        print(f"Saved {result.uncertain_saved} frames with a committee force spread above the limit in this call; "
+              f"{output}/uncertain.extxyz holds {result.uncertain_frames}: label them (e.g. with DFT) and add them to "
+              "the training data.")
+    elif result.uncertain_frames is not None:
+        print(f"Saved 0 frames: no step's committee force spread exceeded the limit "
+              f"({output}/uncertain.extxyz is empty).")
     if not result.completed:
         print(f"eqcalc md: {result.stop_reason}. The trajectory ends with the last good frame.", file=sys.stderr)
         return 3

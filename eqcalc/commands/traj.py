@@ -9,7 +9,8 @@ HELP = "inspect (info), convert (export) or repair a killed run's eqcalc md traj
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    export = actions.add_parser("export", help="write frames to any ASE format (extxyz, xyz, traj, …)")
+    export = actions.add_parser("export", help="write frames to any ASE format (extxyz, xyz, traj, …); a "
+                                "committee's per-atom forces_std goes along as an array")
     export.add_argument("trajectory", help="trajectory.h5 of an eqcalc md run")
     export.add_argument("output", help="output file; format from its extension unless --format")
     export.add_argument("--every", type=int, default=1, help="keep every K-th frame (default 1)")
@@ -38,4 +39,8 @@ def run(args: argparse.Namespace) -> int:
               f"time {trajectory.time[first]:g}–{trajectory.time[last]:g} fs")
     md = trajectory.metadata.get("md", {})
     print(f"ensemble {md.get('ensemble')}, timestep {md.get('timestep')} fs, model {trajectory.metadata.get('model')}")
+    if trajectory.forces_std is not None and len(trajectory):  # a committee's run
+        frame, atom = divmod(int(trajectory.forces_std.argmax()), len(trajectory.numbers))
+        print(f"committee force spread (forces_std): largest {trajectory.forces_std.max():.3g} eV/Å, on atom {atom} "
+              f"at step {trajectory.step[frame]}")
     return 0

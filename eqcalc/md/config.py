@@ -15,6 +15,7 @@ from ..atomic_io import atomic_path
 ENSEMBLES = ("nve", "nvt", "npt")
 THERMOSTATS = ("langevin", "bussi", "nose-hoover")
 VELOCITIES = ("maxwell-boltzmann", "structure")
+UNCERTAINTY_ACTIONS = ("stop", "save")
 
 
 @dataclass
@@ -44,6 +45,11 @@ class MDConfig:
         bond_factor: opt-in fragment guard (None: off): atoms closer than this × the sum of their
             covalent radii are bonded, and the run stops when it has more bonded fragments than at
             its start (checked every log_interval steps); 1.3–1.5 suits most molecules.
+        max_force_uncertainty: opt-in limit on a committee's force spread, eV/Å (None: off; needs a
+            committee of two models or more): the largest per-atom ``forces_std`` of a step above it
+            triggers ``uncertainty_action``.
+        uncertainty_action: "stop" (end the run there, like the other limits) or "save" (append
+            the step's structure to ``uncertain.extxyz`` in the run folder and carry on).
     """
 
     ensemble: str = "nvt"
@@ -64,6 +70,8 @@ class MDConfig:
     max_temperature: float | None = None
     skin: float = 0.5
     bond_factor: float | None = None
+    max_force_uncertainty: float | None = None
+    uncertainty_action: str = "stop"
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
@@ -101,12 +109,13 @@ class MDConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting and what would be accepted."""
-        choices = {"ensemble": ENSEMBLES, "thermostat": THERMOSTATS, "velocities": VELOCITIES}
+        choices = {"ensemble": ENSEMBLES, "thermostat": THERMOSTATS, "velocities": VELOCITIES,
+                   "uncertainty_action": UNCERTAINTY_ACTIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}.")
         positive = ["timestep", "steps", "friction", "log_interval", "traj_interval", "max_force", "tau_t", "tau_p",
-                    "max_temperature", "bond_factor"]
+                    "max_temperature", "bond_factor", "max_force_uncertainty"]
         for name in positive:
             value = getattr(self, name)
             if value is not None and not value > 0:

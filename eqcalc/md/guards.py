@@ -51,6 +51,41 @@ class Guards:
         return None
 
 
+@dataclass
+class UncertaintyGuard:
+    """A limit on a committee's disagreement: the largest per-atom force spread (the calculator's
+    ``forces_std``, see :mod:`eqcalc.committee`) of one MD state.
+
+    Attributes:
+        limit: largest allowed spread, eV/Å.
+        action: what the run does with a state above it, "stop" or "save" (see :class:`MDConfig`).
+    """
+
+    limit: float
+    action: str = "stop"
+
+    def exceeded(self, forces_std: np.ndarray) -> tuple[int, float] | None:
+        """The atom with the largest spread and that spread (eV/Å) when it is above the limit, else None.
+
+        Args:
+            forces_std: (N,) per-atom force spread, eV/Å.
+        """
+        if not len(forces_std):
+            return None
+        worst = int(np.argmax(forces_std))
+        spread = float(forces_std[worst])
+        return (worst, spread) if spread > self.limit else None
+
+    def message(self, step: int, atom: int, spread: float) -> str:
+        """Why a run stops at ``step`` where atom ``atom`` has the spread ``spread`` (eV/Å), and what to do."""
+        return (
+            f"at step {step} the committee's force spread on atom {atom} is {spread:.3g} eV/Å, above the limit "
+            f"of {self.limit:g} eV/Å (max_force_uncertainty): the models disagree, so the structure is outside "
+            "their training data. Label such structures and retrain (collect them with --uncertainty-action save, "
+            "or pick frames with `eqcalc select`), or raise the limit"
+        )
+
+
 class FragmentGuard:
     """Notices a structure falling apart: two atoms are bonded when closer than ``bond_factor`` ×
     the sum of their covalent radii (ASE's ``covalent_radii``), and the bonded atoms form

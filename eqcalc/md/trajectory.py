@@ -7,6 +7,10 @@ Layout (units: Å, fs, eV)::
     step (F,) int64, time (F,) fs, positions (F, N, 3) Å, velocities (F, N, 3) Å/fs,
     forces (F, N, 3) eV/Å, potential_energy (F,) eV, cell (F, 3, 3) Å
     integrator/<name> (F, ...)   thermostat / random-generator state needed to resume
+    forces_std (F, N) eV/Å       only in runs of a committee: each atom's force spread
+
+``forces_std`` is optional: files without it (every single-model run, and every file written
+before committees) read, resume and repair as before, with ``Trajectory.forces_std`` None.
 
 The writer uses HDF5's single-writer/multiple-reader mode and flushes after every
 frame, so the file is consistent at all times: a run that is killed leaves a file
@@ -36,6 +40,7 @@ from .superblock import check_not_truncated, clear_write_flags
 FORMAT = "eqcalc-md-trajectory"
 FORMAT_VERSION = 1
 FRAME_FIELDS = ("positions", "velocities", "forces", "potential_energy", "cell", "time")
+OPTIONAL_FRAME_FIELDS = ("forces_std",)  # per-frame datasets only some files have
 CHUNK_BYTES = 1 << 16
 
 
@@ -51,11 +56,13 @@ class Frame:
     potential_energy: float  # eV
     cell: np.ndarray  # (3, 3) Å
     integrator: dict[str, np.ndarray] = field(default_factory=dict)
+    forces_std: np.ndarray | None = None  # (N,) eV/Å, a committee's per-atom force spread; None for one model
 
 
 @dataclass
 class Trajectory:
-    """A whole trajectory in memory: per-frame arrays with a leading frame axis F."""
+    """A whole trajectory in memory: per-frame arrays with a leading frame axis F
+    (``forces_std`` (F, N) eV/Å for a committee's run, else None)."""
 
     numbers: np.ndarray
     masses: np.ndarray
@@ -69,6 +76,7 @@ class Trajectory:
     potential_energy: np.ndarray
     cell: np.ndarray
     integrator: dict[str, np.ndarray]
+    forces_std: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.step.shape[0])
@@ -83,6 +91,7 @@ class Trajectory:
             potential_energy=float(self.potential_energy[index]),
             cell=self.cell[index],
             integrator={name: values[index] for name, values in self.integrator.items()},
+            forces_std=None if self.forces_std is None else self.forces_std[index],
         )
 
     def atoms(self, index: int) -> Atoms:
@@ -91,11 +100,14 @@ class Trajectory:
 
 
 def frame_atoms(frame: Frame, numbers: np.ndarray, masses: np.ndarray, pbc: np.ndarray) -> Atoms:
-    """A frame as ASE Atoms with momenta, step and time in ``info``, and its energy and forces
+    """A frame as ASE Atoms with momenta, step and time in ``info``, a committee's per-atom
+    ``forces_std`` (N,) eV/Å in ``arrays`` (when the frame has it), and its energy and forces
     attached as a single-point result."""
     atoms = Atoms(numbers=numbers, positions=frame.positions, cell=frame.cell, pbc=pbc, masses=masses)
     atoms.set_velocities(frame.velocities / units.fs)
     atoms.info.update(step=frame.step, time_fs=frame.time)
+    if frame.forces_std is not None:
+        atoms.arrays["forces_std"] = np.array(frame.forces_std, dtype=np.float64)
     atoms.calc = SinglePointCalculator(atoms, energy=frame.potential_energy, forces=np.array(frame.forces))
     return atoms
 
@@ -116,6 +128,8 @@ class TrajectoryWriter:
         numbers, masses, pbc: the system, (N,), (N,), (3,).
         metadata: plain values stored as JSON (run settings).
         integrator_template: one frame's integrator state (names and shapes of the ``integrator/`` datasets).
+        forces_std: store each frame's ``forces_std`` (a committee's run); every frame must then have it,
+            and without it none may.
     """
 
     def __init__(
@@ -126,6 +140,7 @@ class TrajectoryWriter:
         pbc: np.ndarray,
         metadata: dict[str, Any],
         integrator_template: dict[str, np.ndarray],
+        forces_std: bool = False,
     ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +149,7 @@ class TrajectoryWriter:
             "time": ((), np.float64), "positions": ((n, 3), np.float64), "velocities": ((n, 3), np.float64),
             "forces": ((n, 3), np.float64), "potential_energy": ((), np.float64), "cell": ((3, 3), np.float64),
             **{f"integrator/{k}": (np.shape(v), np.asarray(v).dtype) for k, v in integrator_template.items()},
+            **({"forces_std": ((n,), np.float64)} if forces_std else {}),
             "step": ((), np.int64),
         }
         with atomic_path(self.path) as tmp:
@@ -165,13 +181,25 @@ class TrajectoryWriter:
     def _open(self) -> None:
         self._handle = h5py.File(self.path, "r+", libver="latest")
         self._handle.swmr_mode = True
+        self._names = set(_per_frame_names(self._handle))
+
+    @property
+    def has_forces_std(self) -> bool:
+        """Whether the file stores per-atom ``forces_std`` (a committee's run)."""
+        return "forces_std" in self._names
 
     def append(self, frame: Frame) -> None:
         """Write one frame and flush it to disk; :class:`DiskFullError` (nothing written) when the
-        disk may not hold it (see :meth:`space_needed`)."""
+        disk may not hold it (see :meth:`space_needed`); ValueError when the frame's quantities are not
+        the file's (a frame with no ``forces_std`` for a committee's file would not count as written)."""
+        arrays = _per_frame_arrays(frame)
+        if set(arrays) != self._names:
+            raise ValueError(
+                f"A frame with {sorted(arrays)} does not fit {str(self.path)!r}, which stores {sorted(self._names)}."
+            )
         check_free_space(self.path.parent, self.space_needed())
         index = self._handle["step"].shape[0]
-        for name, value in _per_frame_arrays(frame).items():
+        for name, value in arrays.items():
             dataset = self._handle[name]
             dataset.resize(index + 1, axis=0)
             dataset[index] = value
@@ -223,6 +251,7 @@ def _per_frame_arrays(frame: Frame) -> dict[str, Any]:
         "time": frame.time, "positions": frame.positions, "velocities": frame.velocities,
         "forces": frame.forces, "potential_energy": frame.potential_energy, "cell": frame.cell,
         **{f"integrator/{k}": v for k, v in frame.integrator.items()},
+        **({"forces_std": frame.forces_std} if frame.forces_std is not None else {}),
         "step": frame.step,
     }
 
@@ -260,7 +289,8 @@ def export_trajectory(
     path: str | os.PathLike, output: str | os.PathLike, every: int = 1, format: str | None = None
 ) -> int:
     """Write every ``every``-th frame of an HDF5 trajectory with ``ase.io.write`` (format from the
-    file name unless given: .extxyz, .xyz, .traj, …). Returns the number of frames written."""
+    file name unless given: .extxyz, .xyz, .traj, …), a committee's ``forces_std`` as a per-atom
+    array (see :func:`frame_atoms`). Returns the number of frames written."""
     from ase.io import write
 
     if every < 1:
@@ -298,4 +328,5 @@ def truncate_to_complete_frames(path: Path, metadata: dict[str, Any] | None = No
 
 
 def _per_frame_names(handle: h5py.File) -> list[str]:
-    return [*FRAME_FIELDS, "step"] + [f"integrator/{k}" for k in handle.get("integrator", {})]
+    optional = [name for name in OPTIONAL_FRAME_FIELDS if name in handle]
+    return [*FRAME_FIELDS, *optional, "step"] + [f"integrator/{k}" for k in handle.get("integrator", {})]
