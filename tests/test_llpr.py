@@ -147,3 +147,12 @@ def test_calibrate_command(tmp_path, capsys):
     command[-1] = str(tmp_path / "other.pt")
     assert main(command) == 2
     assert "use a committee" in capsys.readouterr().err
+
+
+def test_fine_tuning_drops_the_base_models_fit(fitted, tmp_path):
+    from eqcalc.models.io import read_model_file
+    from eqcalc.train.finetune import model_from_base
+
+    eqcalc.save_model(fitted, tmp_path / "base.pt")
+    model = model_from_base(read_model_file(tmp_path / "base.pt"), [1, 6, 8], None, "base.pt")
+    assert getattr(model, "uncertainty", None) is None

@@ -108,7 +108,8 @@ def model_from_base(payload: dict, species: list[int], refitted_e0: dict[int, fl
     Raises:
         ValueError naming the elements of ``species`` that the base model lacks.
     """
-    model = model_from_payload(payload, source=source)
+    # the base model's fitted uncertainty (eqcalc.llpr) describes the base weights, not the fine-tuned ones
+    model = model_from_payload({key: value for key, value in payload.items() if key != "uncertainty"}, source=source)
     missing = [chemical_symbols[z] for z in species if z not in model.species]
     if missing:
         known = [chemical_symbols[z] for z in model.species]
