@@ -45,13 +45,15 @@ class ThermoLog:
               pressure: float | None = None, max_force_std: float | None = None,
               energy_std: float | None = None) -> None:
         """One row: step, time (fs), energies (eV), temperature (K), pressure (GPa) for periodic cells,
-        and for a committee the largest per-atom force spread (eV/Å) and the energy spread (eV)."""
+        and for a committee the largest per-atom force spread (eV/Å) and the energy spread (eV; an
+        empty cell where the uncertainty has none)."""
         row = {"step": step, "time_fs": f"{time:.6g}", "epot_eV": repr(float(epot)), "ekin_eV": repr(float(ekin)),
                "etot_eV": repr(float(epot + ekin)), "temperature_K": f"{temperature:.6g}"}
         if PRESSURE_COLUMN in self.columns:
             row[PRESSURE_COLUMN] = f"{pressure:.6g}"
         if UNCERTAINTY_COLUMNS[0] in self.columns:
-            row.update(zip(UNCERTAINTY_COLUMNS, (repr(float(max_force_std)), repr(float(energy_std)))))
+            row.update(zip(UNCERTAINTY_COLUMNS, (repr(float(max_force_std)),
+                                                 "" if energy_std is None else repr(float(energy_std)))))
         self._writer.writerow(row)
         self._handle.flush()
 
@@ -60,12 +62,12 @@ class ThermoLog:
 
 
 def read_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Columns of a CSV log as float arrays."""
+    """Columns of a CSV log as float arrays (NaN for empty cells)."""
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows:
         return {}
-    return {name: np.array([float(row[name]) for row in rows]) for name in rows[0]}
+    return {name: np.array([float(row[name]) if row[name] != "" else np.nan for row in rows]) for name in rows[0]}
 
 
 def plot_log(path: str | os.PathLike, output_dir: str | os.PathLike,

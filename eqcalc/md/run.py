@@ -152,7 +152,7 @@ def run(
         model, device=device, dtype=dtype, skin=config.skin, min_distance=config.min_distance, compile=compile,
         reuse_memory=True,
     )
-    committee = len(calc.members) > 1
+    committee = "forces_std" in calc.implemented_properties  # a committee, or a model with a fitted uncertainty
     _check_committee(config, committee, previous if resume else None, output)
     if not resume:
         _claim_output(output, overwrite)
@@ -332,7 +332,8 @@ def _check_committee(config: MDConfig, committee: bool, previous: Trajectory | N
     if config.max_force_uncertainty is not None and not committee:
         raise ValueError(
             "max_force_uncertainty (--max-force-uncertainty) needs a committee to measure the uncertainty: give "
-            "several --model files or a committee folder (a list of models to eqcalc.md.run), not a single model."
+            "several --model files or a committee folder (a list of models to eqcalc.md.run), or a model file with "
+            "a fitted one-model uncertainty (eqcalc calibrate), not a plain single model."
         )
     if previous is not None and (previous.forces_std is not None) != committee:
         was, now = ("a single model", "a committee") if committee else ("a committee", "a single model")
@@ -407,6 +408,6 @@ def _log_row(log: ThermoLog, atoms: Atoms, frame: Frame, periodic: bool) -> None
     spreads = {}
     if frame.forces_std is not None:
         spreads = dict(max_force_std=float(np.max(frame.forces_std)),
-                       energy_std=atoms.calc.get_property("energy_std", atoms))
+                       energy_std=atoms.calc.results.get("energy_std"))  # absent: an LLPR fitted without energies
     log.write(frame.step, frame.time, frame.potential_energy, atoms.get_kinetic_energy(), atoms.get_temperature(),
               pressure, **spreads)

@@ -215,3 +215,31 @@ def test_a_file_written_before_committees_reads_exports_and_repairs(tmp_path):
         writer.append(Frame(4, 2.0, *np.ones((3, n, 3)), 0.0, np.eye(3), {"rng": np.zeros(2)}, forces_std=np.ones(n)))
     writer.close()
     assert len(read_trajectory(path)) == frames
+
+
+def test_a_model_with_a_fitted_uncertainty_logs_and_limits_like_a_committee(files, tmp_path):
+    """One model whose file holds an LLPR fit (eqcalc.llpr, fitted without validation energies):
+    the spread is logged and stored, energy_std is an empty cell, and the limit applies."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from eqcalc.llpr import fit_llpr
+
+    models, structure = files
+    teacher, model = eqcalc.load_model(models[0]), eqcalc.load_model(models[1])
+    frames = []
+    for k in range(6):
+        atoms = read(structure)
+        atoms.rattle(0.05, seed=k)
+        atoms.calc = eqcalc.EquivariantCalculator(teacher)
+        atoms.calc = SinglePointCalculator(atoms, forces=atoms.get_forces())
+        frames.append(atoms)
+    model.uncertainty = fit_llpr(model, frames[:4], frames[4:])
+    path = tmp_path / "llpr.pt"
+    eqcalc.save_model(model, path)
+    result = run(read(structure), str(path), steps=10, log_interval=1, output=tmp_path / "run", **SETTINGS)
+    log = read_log(result.log)
+    assert np.isnan(log["energy_std_eV"]).all() and (log["max_force_std_eVA"] > 0).all()
+    limit = float(np.median(log["max_force_std_eVA"]))
+    stopped = run(read(structure), str(path), steps=10, output=tmp_path / "stopped", max_force_uncertainty=limit,
+                  **SETTINGS)
+    assert not stopped.completed and "spread" in stopped.stop_reason
