@@ -265,16 +265,16 @@ def stored_uncertainties(candidates: Sequence[Candidate]) -> np.ndarray:
 
 def committee_calculator(model, device: str = "cpu", dtype: str | None = None):
     """An :class:`eqcalc.EquivariantCalculator` for the committee ``model`` (a list of model files
-    or models, or one committee folder, passed on unchanged); ValueError if it has fewer than two
-    members (no spread to rank by)."""
+    or models, or one committee folder, passed on unchanged, or one model file with a fitted
+    uncertainty, :mod:`eqcalc.llpr`); ValueError if it gives no force spread to rank by."""
     from .calculator import EquivariantCalculator
 
     calculator = EquivariantCalculator(model, device=device, dtype=dtype)
-    if len(calculator.members) < 2:
+    if "forces_std" not in calculator.implemented_properties:
         given = model if isinstance(model, (str, os.PathLike)) else (model[0] if len(model) == 1 else model)
         raise ValueError(
             f"{str(given)!r} is a committee of one model, which has no force spread to rank frames by; give two or "
-            "more model files, or a committee folder."
+            "more model files, a committee folder, or a model file with a fitted uncertainty (eqcalc calibrate)."
         )
     return calculator
 

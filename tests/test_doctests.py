@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["eqcalc.inference", "eqcalc.data.splits"]
+MODULES = ["eqcalc.inference", "eqcalc.data.splits", "eqcalc.selection"]
 
 
 @pytest.mark.parametrize("name", MODULES)
