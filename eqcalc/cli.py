@@ -11,7 +11,7 @@ import errno
 import importlib
 import sys
 
-COMMANDS = ["check", "train", "eval", "calibrate", "convert", "md", "relax", "traj", "select", "import-mace"]  # module: name with "_" for "-"
+COMMANDS = ["check", "train", "eval", "calibrate", "convert", "md", "relax", "traj", "select", "learn", "import-mace"]  # module: name with "_" for "-"
 
 
 def build_parser() -> argparse.ArgumentParser:
