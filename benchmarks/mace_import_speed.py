@@ -11,8 +11,10 @@ Si cell, float64 and float32: alternating fresh worker processes (eqcalc, mace, 
 ...), each timing ``--repeats`` energy+forces+stress calls along the same MD-like random walk
 after ``--warmup`` untimed ones (benchmarks/peers/worker_timing.py); the 2,744-atom cell gets one
 round of ``--large-repeats`` calls after one warm-up. For the models named by ``--compile``,
-eqcalc with ``compile=True`` is timed too (float32, one worker per case, compiled on its warm-up
-call) against the eager MACECalculator times of the same case. Writes benchmarks/results/mace_import_speed.md.
+eqcalc with ``compile=True`` is timed too (one worker per case and dtype, compiled on its warm-up
+call) against the eager MACECalculator times of the same case. Writes benchmarks/results/mace_import_speed.md;
+with ``--update`` (and ``--models`` / ``--systems`` naming a part), only the rows this run measures
+are replaced there, the others kept with the commands that measured them.
 
     bash benchmarks/peers/setup_env.sh mace
     flock /tmp/eqcalc-timing.lock .venv/bin/python benchmarks/mace_import_speed.py [--rounds 2 --repeats 3 --compile MP-0-like]
@@ -38,6 +40,9 @@ MODEL = {"species": SPECIES, "hidden_irreps": "128x0e+128x1o", "max_ell": 3, "co
          "num_interactions": 2, "first": "RealAgnosticResidualInteractionBlock", "r_max": 6.0, "num_bessel": 8,
          "num_polynomial_cutoff": 5, "radial_MLP": [64, 64, 64], "MLP_irreps": "16x0e", "avg_num_neighbors": 30.0}
 MODELS = {"MP-0-like": MODEL, "MPA-0-like": {**MODEL, "pair_repulsion": True, "distance_transform": "Agnesi"}}
+SYSTEMS = {"water": "64 H2O (192 atoms)", "si": "Si (216 atoms)", "cu": "Cu (216 atoms)", "oxide": "(Mg,Ni,Zn)O (216 atoms)",
+           "si-2744": "Si (2744 atoms)"}  # --systems name -> row name
+COLUMNS = ["model", "system", "dtype", "eqcalc", "MACECalculator ms", "eqcalc ms", "ratio"]
 LARGE = 1000  # atoms: from this size on, one round of --large-repeats calls after one warm-up
 
 
@@ -76,7 +81,7 @@ def structures(workdir: Path) -> dict[str, Path]:
     oxide = bulk("MgO", "rocksalt", a=4.21, cubic=True) * (3, 3, 3)
     metals = np.flatnonzero(oxide.numbers == 12)
     oxide.numbers[np.random.default_rng(0).permutation(metals)[: 2 * len(metals) // 3]] = [28, 30] * (len(metals) // 3)
-    boxes = {
+    boxes = {  # keys: SYSTEMS
         "64 H2O (192 atoms)": water_box(),
         "Si (216 atoms)": rattled(bulk("Si", "diamond", a=5.43, cubic=True) * (3, 3, 3), 0),
         "Cu (216 atoms)": rattled(bulk("Cu", "fcc", a=3.61) * (6, 6, 6), 1),
@@ -139,6 +144,20 @@ def time_side(package: str, model: Path, structure: Path, dtype: str, calls: tup
     return json.loads(done.stdout.strip().splitlines()[-1])["times_ms"]
 
 
+def merged_rows(previous: str, measured: list[list[str]]) -> tuple[list[list[str]], list[str]]:
+    """The table rows of an earlier results file with the rows of ``measured`` (same model, system,
+    dtype and eqcalc variant) replacing theirs, and the earlier file's commands."""
+    lines = previous.splitlines()
+    table = [line for line in lines if line.startswith("| ") and not line.startswith("| model |")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+    new = {tuple(row[:4]): row for row in measured}
+    merged = [new.pop(tuple(row[:4]), row) for row in rows] + list(new.values())
+    order = [list(MODELS), list(SYSTEMS.values()), ["float64", "float32"], ["eager", "compile=True"]]
+    merged.sort(key=lambda row: [names.index(cell) if cell in names else len(names) for names, cell in zip(order, row)])
+    commands = [line.split(": ", 1)[-1] for line in lines if line.startswith(("command: ", "rows not measured"))]
+    return merged, commands
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
         package = sys.argv[2]
@@ -152,8 +171,10 @@ def main() -> int:
     parser.add_argument("--large-repeats", type=int, default=2, help=f"timed calls on structures of {LARGE}+ atoms")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", nargs="*", choices=list(MODELS), default=[], metavar="MODEL",
-                        help="models also timed with eqcalc compile=True (float32, one worker per case)")
+                        help="models also timed with eqcalc compile=True (one worker per case and dtype)")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=list(SYSTEMS))
+    parser.add_argument("--update", action="store_true", help="replace only the measured rows of --out, keep the rest")
     parser.add_argument("--out", default=str(HERE / "results" / "mace_import_speed.md"))
     args = parser.parse_args()
     if not PEER_PYTHON.exists():
@@ -167,11 +188,13 @@ def main() -> int:
         workdir = Path(scratch)
         frames = structures(workdir)
         built = build_models(workdir, frames)
-        agreement = "; ".join(built[name][2] for name in args.models)
+        agreement = "; ".join(built[name][2] for name in MODELS)
         print(agreement, flush=True)
         for model_name in args.models:
             mace_file, eqcalc_file, _ = built[model_name]
             for name, structure in frames.items():
+                if name not in {SYSTEMS[key] for key in args.systems}:
+                    continue
                 large = len(ase.io.read(structure)) >= LARGE
                 rounds, calls = (1, (args.large_repeats, 1)) if large else (args.rounds, (args.repeats, args.warmup))
                 for dtype in ("float64", "float32"):
@@ -181,18 +204,21 @@ def main() -> int:
                         times["mace"] += time_side("mace", mace_file, structure, dtype, calls, args)
                     mace_ms = statistics.median(times["mace"])
                     variants = [("eager", statistics.median(times["eqcalc"]))]
-                    if model_name in args.compile and dtype == "float32":
+                    if model_name in args.compile:
                         compiled = time_side("eqcalc", eqcalc_file, structure, dtype, calls, args, True)
                         variants.append(("compile=True", statistics.median(compiled)))
                     for mode, eqcalc_ms in variants:
                         rows.append([model_name, name, dtype, mode, f"{mace_ms:.0f}", f"{eqcalc_ms:.0f}",
                                      f"{mace_ms / eqcalc_ms:.1f}x"])
                         print(rows[-1], flush=True)
-    table = markdown_table(["model", "system", "dtype", "eqcalc", "MACECalculator ms", "eqcalc ms", "ratio"], rows)
+    commands = []
+    if args.update and Path(args.out).is_file():
+        rows, commands = merged_rows(Path(args.out).read_text(), rows)
+    table = markdown_table(COLUMNS, rows)
     text = "\n".join([
         "# Imported MACE model: eqcalc vs MACECalculator",
         "",
-        "```", header(), f"rounds {args.rounds} x repeats {args.repeats} (warm-up {args.warmup}); structures of "
+        "```", header(), *(f"rows not measured by that command, from an earlier run: {c}" for c in commands), f"rounds {args.rounds} x repeats {args.repeats} (warm-up {args.warmup}); structures of "
         f"{LARGE}+ atoms: 1 x {args.large_repeats} (warm-up 1); {args.threads} threads", "```",
         "",
         "Models: ScaleShiftMACE 128x0e+128x1o, max_ell 3, correlation 3, 2 residual interactions, 89 elements, "
