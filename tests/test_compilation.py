@@ -157,3 +157,18 @@ def test_unknown_element_is_named_with_compile(small_nequip):
     atoms.calc = EquivariantCalculator(small_nequip, compile=True)
     with pytest.raises(ValueError, match="contains Au, which the model does not know"):
         atoms.get_potential_energy()
+
+
+@pytest.mark.slow  # a compilation of its own: about 100 s on 2 cores
+def test_compiled_mace_with_zbl_and_agnesi_equals_eager(triclinic_cu):
+    """The MPA-0 / OMAT-0 options (ZBL pair repulsion, Agnesi distance transform), whose radial
+    functions are evaluated per pair on the kernel path, compile to the eager results."""
+    torch.manual_seed(1)
+    model = eqcalc.build_model("mace", species=[1, 8, 29], cutoff=4.0, num_channels=4, max_L=1, lmax=2, correlation=2,
+                               num_layers=2, pair_repulsion=True, distance_transform="agnesi")
+    model = randomize_energy_offsets(model).double().eval()
+    atoms = triclinic_cu * (2, 2, 1)
+    atoms.numbers[:2] = [8, 1]
+    atoms.positions[1] = atoms.positions[0] + [0.0, 0.0, 0.9]  # a close contact: ZBL matters
+    eager = evaluate(EquivariantCalculator(model), atoms)
+    assert_same(evaluate(EquivariantCalculator(model, compile=True), atoms), eager, abs(eager[0]))
