@@ -39,6 +39,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..atomic_io import atomic_path, write_csv
+from ..train.run_folder import RunLog, remove_run
 from .config import LearnConfig
 
 CONFIG_FILE = "config.yaml"
@@ -157,8 +158,7 @@ def _remove_run(output: Path) -> None:
     for folder in [*output.glob("round_[0-9][0-9][0-9]"), output / DATA_FOLDER]:
         if folder.is_dir():
             shutil.rmtree(folder)
-    for name in (CONFIG_FILE, STATE_FILE, LOG_FILE, METRICS_FILE, PLOT_FILE):
-        (output / name).unlink(missing_ok=True)
+    remove_run(output, [CONFIG_FILE, STATE_FILE, LOG_FILE, METRICS_FILE, PLOT_FILE])
 
 
 def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
@@ -218,19 +218,12 @@ class _State:
         return [self.get(k, "done") for k in range(self.finished_rounds())]
 
 
-class _Log:
-    """Messages to ``echo`` and, timestamped, to OUTPUT/learn.log."""
+class _Log(RunLog):
+    """Messages to ``echo`` and, timestamped, to OUTPUT/learn.log; warnings also as Python warnings."""
 
-    def __init__(self, path: Path, echo: Callable[[str], Any]):
-        self.path, self.echo = path, echo
-
-    def __call__(self, message: str) -> None:
-        import datetime
-
-        self.echo(message)
-        stamp = datetime.datetime.now().isoformat(sep=" ", timespec="seconds")
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write("".join(f"{stamp}  {line}\n" for line in str(message).splitlines() or [""]))
+    def __init__(self, output: Path, echo: Callable[[str], Any]):
+        super().__init__(echo)
+        self.open(output, LOG_FILE)
 
     def warn(self, message: str) -> None:
         self(f"warning: {message}")
@@ -288,7 +281,7 @@ def label_frame(atoms, calculator):
 class _Loop:
     def __init__(self, config: LearnConfig, output: Path, state: _State, log, train_log):
         self.config, self.output, self.state = config, output, state
-        self.log = _Log(output / LOG_FILE, log)
+        self.log = _Log(output, log)
         self.train_log = train_log
 
     # paths

@@ -29,16 +29,16 @@ PLOT_NAME = "training.png"
 
 
 class RunLog:
-    """Messages to ``echo`` (e.g. print) and, once :meth:`open` names the run folder, to its
-    ``train.log`` with a timestamp per line; messages from before are written then."""
+    """Messages to ``echo`` (e.g. print) and, once :meth:`open` names the run folder, to its log
+    file (``train.log`` unless named) with a timestamp per line; messages from before are written then."""
 
     def __init__(self, echo: Callable[[str], Any] = print):
         self.echo = echo
         self._pending: list[str] = []
         self._path: Path | None = None
 
-    def open(self, folder: Path) -> None:
-        self._path = Path(folder) / LOG_NAME
+    def open(self, folder: Path, name: str = LOG_NAME) -> None:
+        self._path = Path(folder) / name
         pending, self._pending = self._pending, []
         self._append(pending)
 
