@@ -25,8 +25,10 @@ hcp packings, say) lie close.
 Distance between frames: the Euclidean distance of their descriptors. Only ratios of distances
 enter the rule below, so its scale does not matter.
 
-Rule (:func:`greedy_pick`): the candidates are the frames with u ≥ ``min_uncertainty`` (every
-frame without one). The first pick is the candidate of the largest u; every further pick is the
+Rule (:func:`greedy_pick`): the candidates are the frames with ``min_uncertainty`` ≤ u ≤
+``max_uncertainty`` (each bound optional). The upper bound leaves out frames so far outside the
+data that their labels teach little about the structures that matter (a molecule breaking apart
+in hot MD). The first pick is the candidate of the largest u; every further pick is the
 unpicked candidate of the largest score u · d, d = its distance to the nearest frame already
 picked. Ties (equal scores, e.g. all zero) go to the larger u, then the lower index. A near-copy
 of a picked frame has d ≈ 0, so it loses to a distinct frame unless the distinct frame is far
@@ -139,22 +141,46 @@ def frame_descriptors(frames: Sequence[Atoms], cutoff: float = DEFAULT_CUTOFF, s
     return np.stack([frame_descriptor(atoms, cutoff, species, smearing) for atoms in frames])
 
 
-def check_request(count: int, total: int, k: int, min_uncertainty: float | None,
-                   k_name: str = "k", limit_name: str = "min_uncertainty") -> None:
-    """ValueError unless 1 ≤ k ≤ count, the candidates at or above the limit (of ``total`` frames)."""
+def in_window(uncertainties: np.ndarray, min_uncertainty: float | None, max_uncertainty: float | None) -> np.ndarray:
+    """(F,) bool: min_uncertainty ≤ u ≤ max_uncertainty, a bound of None not applied."""
+    u = np.asarray(uncertainties, dtype=np.float64)
+    inside = np.ones(u.shape, dtype=bool)
+    if min_uncertainty is not None:
+        inside &= u >= min_uncertainty
+    if max_uncertainty is not None:
+        inside &= u <= max_uncertainty
+    return inside
+
+
+def window_text(min_uncertainty: float | None, max_uncertainty: float | None, names: tuple[str, str] | None = None) -> str:
+    """The uncertainty window in words: "≥ 0.1 and ≤ 1 eV/Å", or with ``names``
+    "≥ min_uncertainty=0.1 and ≤ max_uncertainty=1 eV/Å"."""
+    labels = [f"{name}=" for name in names] if names else ["", ""]
+    parts = [f"{sign} {label}{value:g}" for sign, label, value in
+             zip(("≥", "≤"), labels, (min_uncertainty, max_uncertainty)) if value is not None]
+    return " and ".join(parts) + " eV/Å"
+
+
+def check_request(count: int, total: int, k: int, min_uncertainty: float | None, max_uncertainty: float | None = None,
+                  k_name: str = "k", limit_names: tuple[str, str] = ("min_uncertainty", "max_uncertainty")) -> None:
+    """ValueError unless 1 ≤ k ≤ count, the candidates inside the uncertainty window (of ``total`` frames)."""
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise ValueError(f"{k_name} must be a positive integer (frames to pick), got {k!r}.")
+    if min_uncertainty is not None and max_uncertainty is not None and min_uncertainty > max_uncertainty:
+        raise ValueError(f"{limit_names[0]}={min_uncertainty:g} is above {limit_names[1]}={max_uncertainty:g} eV/Å; "
+                         "no frame can be a candidate.")
     if k > count:
-        if min_uncertainty is None:
+        if min_uncertainty is None and max_uncertainty is None:
             raise ValueError(f"{k_name}={k} frames asked for, but there are only {total} candidate frames; ask for fewer.")
         raise ValueError(
             f"{k_name}={k} frames asked for, but only {count} of the {total} candidate frames have an uncertainty "
-            f"≥ {limit_name}={min_uncertainty:g} eV/Å; ask for fewer or lower {limit_name}."
+            f"{window_text(min_uncertainty, max_uncertainty, limit_names)}; ask for fewer or widen the window."
         )
 
 
 def greedy_pick(
-    descriptors: np.ndarray, uncertainties: Sequence[float], k: int, min_uncertainty: float | None = None
+    descriptors: np.ndarray, uncertainties: Sequence[float], k: int, min_uncertainty: float | None = None,
+    max_uncertainty: float | None = None,
 ) -> list[int]:
     """The rule of the module docstring on precomputed descriptors.
 
@@ -162,7 +188,8 @@ def greedy_pick(
         descriptors: (F, D) one row per frame (any fixed-length vectors; Euclidean distance).
         uncertainties: (F,) u ≥ 0 per frame, eV/Å.
         k: frames to pick, 1 ≤ k ≤ the candidates.
-        min_uncertainty: candidates need u ≥ this (eV/Å); None: every frame is a candidate.
+        min_uncertainty: candidates need u ≥ this (eV/Å); None: no lower bound.
+        max_uncertainty: candidates need u ≤ this (eV/Å); None: no upper bound.
 
     Returns:
         k distinct frame indices in the order picked.
@@ -174,8 +201,8 @@ def greedy_pick(
     if not np.isfinite(u).all() or (u < 0).any():
         bad = int(np.flatnonzero(~np.isfinite(u) | (u < 0))[0])
         raise ValueError(f"uncertainties must be finite and ≥ 0 eV/Å; frame {bad} has {u[bad]!r}.")
-    candidates = np.flatnonzero(u >= min_uncertainty) if min_uncertainty is not None else np.arange(len(u))
-    check_request(len(candidates), len(u), k, min_uncertainty)
+    candidates = np.flatnonzero(in_window(u, min_uncertainty, max_uncertainty))
+    check_request(len(candidates), len(u), k, min_uncertainty, max_uncertainty)
     cu, cd = u[candidates], descriptors[candidates]
     # ties: larger u, then lower index (np.lexsort: last key first)
     rank = np.empty(len(candidates), dtype=np.int64)
@@ -200,6 +227,7 @@ def select_frames(
     k: int,
     min_uncertainty: float | None = None,
     cutoff: float = DEFAULT_CUTOFF,
+    max_uncertainty: float | None = None,
 ) -> list[int]:
     """Indices of ``k`` frames to label, in the order picked: uncertain and mutually distinct
     (the descriptor and rule of the module docstring).
@@ -208,8 +236,9 @@ def select_frames(
         frames: F frames, each with at least one atom; compositions and cells may differ.
         uncertainties: (F,) u per frame, eV/Å (e.g. :func:`max_force_std`), finite, ≥ 0.
         k: frames to pick; ValueError unless 1 ≤ k ≤ the candidates.
-        min_uncertainty: only frames with u ≥ this (eV/Å) are candidates; None: all.
+        min_uncertainty: only frames with u ≥ this (eV/Å) are candidates; None: no lower bound.
         cutoff: r_c of the descriptor, Å (use the committee's cutoff where there is one).
+        max_uncertainty: only frames with u ≤ this (eV/Å) are candidates; None: no upper bound.
 
     Examples:
         >>> from ase.build import molecule
@@ -220,7 +249,7 @@ def select_frames(
     frames = list(frames)
     if len(uncertainties) != len(frames):
         raise ValueError(f"{len(frames)} frames but {len(uncertainties)} uncertainties; give one per frame.")
-    return greedy_pick(frame_descriptors(frames, cutoff), uncertainties, k, min_uncertainty)
+    return greedy_pick(frame_descriptors(frames, cutoff), uncertainties, k, min_uncertainty, max_uncertainty)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from eqcalc import plotting
+from eqcalc import plotting, selection
 from eqcalc.cli import main
 from eqcalc.learn import LearnConfig, learn, load_learn_config
 from eqcalc.learn import loop as learn_loop
@@ -106,7 +106,8 @@ def test_two_rounds_end_to_end(finished, inputs):
             assert (folder / name).is_file(), (k, name)
         assert (out / "data" / f"train_round_{k:03d}.extxyz").is_file()
     assert (out / "learning.png").is_file() == plotting.available()
-    assert yaml.safe_load((out / "config.yaml").read_text())["select"] == {"n": K, "min_uncertainty": None, "every": 1}
+    assert yaml.safe_load((out / "config.yaml").read_text())["select"] == {"n": K, "min_uncertainty": None, "max_uncertainty": None,
+                                                                         "every": 1}
     # round 1 fine-tunes member k from member k of round 0
     for k in range(2):
         member = yaml.safe_load((out / "round_001" / "train" / f"member_{k}" / "config.yaml").read_text())
@@ -242,6 +243,21 @@ def test_random_selection_picks_the_same_count_from_the_trajectory(inputs, tmp_p
     assert len(ase.io.read(out / "round_000" / "labelled.extxyz", ":")) == K
 
 
+def test_uncertainty_selection_keeps_inside_the_window(inputs, tmp_path):
+    out = tmp_path / "window"
+    values = settings(inputs, out, rounds=1)
+    probe = learn(LearnConfig.from_dict(values), log=quiet)  # the same MD (same seed), no upper bound
+    spreads = selection.stored_uncertainties(selection.read_candidates([out / "round_000" / "md" / "trajectory.h5"]))
+    cut = float(np.sort(spreads)[-2])  # leaves out the most uncertain frame
+    values = settings(inputs, tmp_path / "window_cut", rounds=1)
+    values["select"] = {"n": K, "max_uncertainty": cut}
+    learn(LearnConfig.from_dict(values), log=quiet)
+    state = json.loads((tmp_path / "window_cut" / "state.json").read_text())["rounds"]["0"]["select"]
+    assert probe.rounds[0]["max_force_std_eVA"] >= spreads.max()
+    assert state["eligible"] == int(np.sum(spreads <= cut)) and max(state["uncertainties"]) <= cut
+    assert int(np.argmax(spreads)) not in state["frames"]
+
+
 class FlakyEMT(EMT):
     """EMT that fails with an exception on the first frame it labels and returns NaN forces on the second."""
 
@@ -299,6 +315,8 @@ def test_reference_failures_skip_the_frame_and_are_counted(inputs, tmp_path, mon
         (lambda v: v.update(committee=1), r"committee must be ≥ 2"),
         (lambda v: v.update(selection="best"), r"selection: expected 'uncertainty' \| 'random'"),
         (lambda v: v.update(max_force_uncertainty=-1), r"max_force_uncertainty must be > 0"),
+        (lambda v: v["select"].update(min_uncertainty=0.5, max_uncertainty=0.2),
+         r"select\.max_uncertainty must be ≥ select\.min_uncertainty"),
         (lambda v: v.pop("max_force_uncertainty"), r"max_force_uncertainty: required"),
         (lambda v: v["md"].update(timestep=-1.0), r"md: timestep must be positive"),
         (lambda v: v["md"].pop("structure"), r"md\.structure: required"),

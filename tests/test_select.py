@@ -160,6 +160,20 @@ def test_min_uncertainty_filters():
         selection.select_frames(frames, uncertainties, k=15, min_uncertainty=0.6)
 
 
+def test_max_uncertainty_leaves_out_the_wildest_frames():
+    frames, uncertainties = synthetic_set()
+    # below 1.0 only the six distinct molecules (0.5 … 0.75) are candidates: the most uncertain of them first
+    picked = selection.select_frames(frames, uncertainties, k=3, max_uncertainty=0.99)
+    assert picked[0] == 15 and all(k >= 10 for k in picked) and len(set(picked)) == 3
+    # a window: 0.55 ≤ u ≤ 0.7 holds frames 11 … 14
+    picked = selection.select_frames(frames, uncertainties, k=4, min_uncertainty=0.55, max_uncertainty=0.7)
+    assert sorted(picked) == [11, 12, 13, 14] and picked[0] == 14
+    with pytest.raises(ValueError, match=r"only 4 of the 16 .* ≥ min_uncertainty=0.55 and ≤ max_uncertainty=0.7"):
+        selection.select_frames(frames, uncertainties, k=5, min_uncertainty=0.55, max_uncertainty=0.7)
+    with pytest.raises(ValueError, match="above max_uncertainty"):
+        selection.select_frames(frames, uncertainties, k=1, min_uncertainty=0.8, max_uncertainty=0.7)
+
+
 @pytest.mark.parametrize("k, uncertainties, message", [
     (0, [0.1, 0.2], "positive integer"),
     (3, [0.1, 0.2], "only 2 candidate"),
@@ -259,6 +273,9 @@ def test_cli_every_and_min_uncertainty(md_frames, tmp_path, capsys):
     assert all(atoms.info["frame"] % 2 == 0 and atoms.info["frame"] < 10 for atoms in picked)
     assert picked[0].info["frame"] == 8  # the most uncertain of frames 0, 2, …, 14
     assert "of 5 candidate frames with max forces_std ≥ 0.9 eV/Å (8 read)" in capsys.readouterr().out
+    assert main(["select", str(path), "--n", "2", "--max-uncertainty", "0.9", "--output", str(output)]) == 0
+    assert all(atoms.info["frame"] >= 10 for atoms in ase.io.read(output, ":"))
+    assert "of 6 candidate frames with max forces_std ≤ 0.9 eV/Å (16 read)" in capsys.readouterr().out
 
 
 def test_cli_committee_on_an_md_trajectory(committee_files, tmp_path, capsys):
@@ -314,6 +331,8 @@ def test_cli_errors_are_one_line(md_frames, committee_files, tmp_path, capsys):
     assert_one_line_error(*cli_error(capsys, [str(path), "--n", "17", *base]), "only 16 candidate frames")
     assert_one_line_error(*cli_error(capsys, [str(path), "--n", "11", "--min-uncertainty", "0.9", *base]),
                           "only 10 of the 16", "--min-uncertainty")
+    assert_one_line_error(*cli_error(capsys, [str(path), "--n", "1", "--min-uncertainty", "0.9", "--max-uncertainty",
+                                              "0.5", *base]), "--min-uncertainty=0.9 is above --max-uncertainty=0.5")
     assert_one_line_error(*cli_error(capsys, [str(tmp_path / "missing.extxyz"), "--n", "1", *base]),
                           "missing.extxyz", "does not exist")
     empty = tmp_path / "empty_frame.extxyz"

@@ -17,7 +17,8 @@ distances up to the cutoff (periodic images included), weighted by (1 + cos(π r
 divided by the number of atoms: unchanged by rotations, reflections, translations, permutations of
 atoms and periodic supercells. Distance between frames: the Euclidean distance of descriptors.
 
-rule: candidates are every S-th frame (--every) of each file with u ≥ --min-uncertainty. The first
+rule: candidates are every S-th frame (--every) of each file with --min-uncertainty ≤ u ≤
+--max-uncertainty (each optional; the upper bound leaves out frames far outside the data). The first
 pick is the candidate of the largest u; each further pick is the unpicked candidate maximising
 u × (distance to the nearest frame already picked); ties go to the larger u, then the earlier
 frame. Near-copies of a picked frame score ≈ 0, so K picks spread over distinct structures.
@@ -37,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="committee: two or more model files, or one committee folder (default: the frames' "
                         "forces_std arrays)")
     parser.add_argument("--min-uncertainty", type=float, metavar="X",
-                        help="only frames with max forces_std ≥ X eV/Å are candidates (default: all)")
+                        help="only frames with max forces_std ≥ X eV/Å are candidates (default: no lower bound)")
+    parser.add_argument("--max-uncertainty", type=float, metavar="X",
+                        help="only frames with max forces_std ≤ X eV/Å are candidates (default: no upper bound)")
     parser.add_argument("--every", type=int, default=1, metavar="S",
                         help="consider every S-th frame of each file (default 1)")
     parser.add_argument("--cutoff", type=float,
@@ -67,17 +70,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         uncertainties = selection.stored_uncertainties(candidates)
     cutoff = cutoff or selection.DEFAULT_CUTOFF
-    above = int(np.sum(uncertainties >= args.min_uncertainty)) if args.min_uncertainty is not None else len(candidates)
-    selection.check_request(above, len(candidates), args.n, args.min_uncertainty, "--n", "--min-uncertainty")
+    names = ("--min-uncertainty", "--max-uncertainty")
+    window = (args.min_uncertainty, args.max_uncertainty)
+    inside = int(np.sum(selection.in_window(uncertainties, *window)))
+    selection.check_request(inside, len(candidates), args.n, *window, "--n", names)
     descriptors = selection.frame_descriptors([c.atoms for c in candidates], cutoff)
-    picked = selection.greedy_pick(descriptors, uncertainties, args.n, args.min_uncertainty)
+    picked = selection.greedy_pick(descriptors, uncertainties, args.n, *window)
     selection.write_extxyz(args.output, [selection.labelling_frame(candidates[p], uncertainties[p]) for p in picked])
     width = max(len(candidates[p].source) for p in picked)
     for rank, p in enumerate(picked, start=1):
         print(f"{rank:4d}  {candidates[p].source:<{width}}  frame {candidates[p].index:<6d}  "
               f"max forces_std {uncertainties[p]:.4g} eV/Å")
-    limit = f" with max forces_std ≥ {args.min_uncertainty:g} eV/Å" if args.min_uncertainty is not None else ""
-    print(f"Wrote {len(picked)} of {above} candidate frames{limit} ({len(candidates)} read) to {args.output}.")
+    limit = "" if window == (None, None) else f" with max forces_std {selection.window_text(*window)}"
+    print(f"Wrote {len(picked)} of {inside} candidate frames{limit} ({len(candidates)} read) to {args.output}.")
     print("Next: label them (DFT or your reference: energy, forces, stress), then add them to the training data "
           "and retrain (`eqcalc train`).")
     return 0

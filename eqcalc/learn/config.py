@@ -78,7 +78,11 @@ class SelectSection:
 
     n: int = _option(10, "frames picked (and labelled) per round, K")
     min_uncertainty: Union[float, None] = _option(
-        None, "uncertainty selection: only frames whose largest force spread is ≥ this are candidates, eV/Å (null: all)")
+        None, "uncertainty selection: only frames whose largest force spread is ≥ this are candidates, eV/Å "
+        "(null: no lower bound)")
+    max_uncertainty: Union[float, None] = _option(
+        None, "uncertainty selection: only frames whose largest force spread is ≤ this are candidates, eV/Å "
+        "(null: no upper bound; a bound leaves out frames far outside the data, e.g. a molecule breaking apart)")
     every: int = _option(1, "candidates: every S-th frame of the round's MD trajectory")
 
 
@@ -108,7 +112,7 @@ class LearnConfig:
     max_force_uncertainty: Union[float, None] = _option(
         None, "eV/Å: the MD collects the steps whose largest per-atom force spread exceeds it, and the stable MD "
         "time of a round is the simulated time until that first happens")
-    select: SelectSection = field(default_factory=SelectSection, metadata={"help": "n, min_uncertainty, every"})
+    select: SelectSection = field(default_factory=SelectSection, metadata={"help": "n, min_uncertainty, max_uncertainty, every"})
     selection: Literal["uncertainty", "random"] = _option(
         "uncertainty", "uncertainty (uncertain and distinct frames) or random (the same number, drawn at random "
         "from the same trajectory: the baseline)")
@@ -161,6 +165,10 @@ class LearnConfig:
             ("select.every", self.select.every >= 1, "≥ 1"),
             ("select.min_uncertainty", self.select.min_uncertainty is None or self.select.min_uncertainty >= 0,
              "≥ 0 eV/Å or null"),
+            ("select.max_uncertainty", self.select.max_uncertainty is None or self.select.max_uncertainty > 0,
+             "> 0 eV/Å or null"),
+            ("select.max_uncertainty", None in (self.select.min_uncertainty, self.select.max_uncertainty)
+             or self.select.max_uncertainty >= self.select.min_uncertainty, "≥ select.min_uncertainty"),
         ]
         for name, ok, wanted in rules:
             if not ok:

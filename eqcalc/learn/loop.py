@@ -171,7 +171,8 @@ def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _changed_keys(saved: dict, current: dict, ignore: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
-    """(dotted key, saved value, current value) of every setting that differs."""
+    """(dotted key, saved value, current value) of every setting that differs; a key only one side
+    has counts as changed unless its value there is null (a setting added since, left at its default)."""
     old, new = _flatten(saved), _flatten(current)
     missing = object()
     changed = []
@@ -179,7 +180,7 @@ def _changed_keys(saved: dict, current: dict, ignore: tuple[str, ...] = ()) -> l
         if key.split(".")[0] in ignore:
             continue
         a, b = old.get(key, missing), new.get(key, missing)
-        if a != b:
+        if a != b and not (a is missing and b is None or b is missing and a is None):
             changed.append((key, None if a is missing else a, None if b is missing else b))
     return changed
 
@@ -422,11 +423,12 @@ class _Loop:
             rng = np.random.default_rng([config.seed, k])
             picked = rng.choice(eligible, size=min(wanted, eligible), replace=False).tolist()
         else:
-            limit = config.select.min_uncertainty
-            eligible = len(candidates) if limit is None else int(np.sum(uncertainties >= limit))
+            window = (config.select.min_uncertainty, config.select.max_uncertainty)
+            eligible = int(np.sum(selection.in_window(uncertainties, *window)))
             count = min(wanted, eligible)
             picked = [] if count == 0 else selection.select_frames(
-                [c.atoms for c in candidates], uncertainties, count, limit, cutoff=records["train"]["cutoff"])
+                [c.atoms for c in candidates], uncertainties, count, window[0], cutoff=records["train"]["cutoff"],
+                max_uncertainty=window[1])
         frames = []
         for p in picked:
             frame = selection.labelling_frame(candidates[p], uncertainties[p])
