@@ -77,12 +77,12 @@ def main() -> None:
                     return compute_properties(model, graph, forces=True, stress=stress)
 
                 flops = call_flops(evaluate)
-                if args.kernels and not model.set_inference_kernels(True):
+                if args.kernels and not model.set_kernels(True):
                     raise SystemExit("--kernels: eqcalc's CPU kernels could not be built here")
                 model.freeze_weights(args.kernels)  # radial tables for the kernel path
                 ms = median_ms(evaluate, args.repeats, warmup=2)
                 model.freeze_weights(False)
-                model.set_inference_kernels(False)
+                model.set_kernels(False)
                 gflops = flops / ms / 1e6
                 num_atoms = graph.positions.shape[0]
                 rows.append(

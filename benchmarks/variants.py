@@ -49,21 +49,21 @@ CUTOFF = 5.0
 @contextlib.contextmanager
 def per_slot(model):
     """No edge list is paired (the fallback path), on the torch path."""
-    model.set_inference_kernels(False)
+    model.set_kernels(False)
     with mock.patch("eqcalc.nn.neighbour_slots.reverse_pairs", lambda edge_index, edge_vectors: None):
         yield
 
 
 @contextlib.contextmanager
 def kernel(model, enabled: bool):
-    model.set_inference_kernels(enabled)
+    model.set_kernels(enabled)
     yield
 
 
 @contextlib.contextmanager
 def product_basis_kernel(model, enabled: bool):
     """Every kernel on, the product basis's as ``enabled``; weights frozen (radial tables in both)."""
-    model.set_inference_kernels(True)
+    model.set_kernels(True)
     for layer in model.layers:
         layer.product_basis.use_kernel = enabled
     yield
@@ -73,7 +73,7 @@ def product_basis_kernel(model, enabled: bool):
 def radial_tables(model, enabled: bool):
     """Every kernel on, weights frozen; the convolutions' radial tables (those the frozen model made,
     kept, so that a compiled graph sees the same ones in every round) used or not."""
-    model.set_inference_kernels(True)
+    model.set_kernels(True)
     if not hasattr(model, "benchmark_tables"):
         model.benchmark_tables = [c.radial_spline for c in model._convolutions()]
     for convolution, table in zip(model._convolutions(), model.benchmark_tables):
@@ -133,7 +133,7 @@ def main() -> None:
             model = build_model(family, species=[1, 6, 8], cutoff=CUTOFF, avg_num_neighbors=15.0, **FAMILIES[family])
             model = model.to(getattr(torch, dtype)).eval().requires_grad_(False)
             if args.compare in FROZEN:
-                model.set_inference_kernels(True)  # first: radial tables are made for the kernel path
+                model.set_kernels(True)  # first: radial tables are made for the kernel path
                 model.freeze_weights(True)
             for mode in args.modes:
                 energy_model = compile_model(model, torch.device("cpu")) if mode == "compiled" else model

@@ -43,7 +43,7 @@ def inference_model(
         else:
             model = load_model(model, device=device, dtype=dtype)
         model = model.eval().requires_grad_(False)
-        kernels_in_use = model.set_inference_kernels(kernels and torch.device(device).type == "cpu")
+        kernels_in_use = model.set_kernels(kernels and torch.device(device).type == "cpu")
         model.freeze_weights(True)  # after the kernels: radial tables for the kernel path
     return model, kernels_in_use
 

@@ -144,7 +144,7 @@ class AtomisticModel(nn.Module):
         return [m for m in self.modules() if isinstance(m, EquivariantConvolution)]
 
     def _kernel_switches(self) -> list[kernels.KernelSwitch]:
-        """The modules with a CPU-kernel path (:meth:`set_inference_kernels`)."""
+        """The modules with a CPU-kernel path (:meth:`set_kernels`)."""
         return [m for m in self.modules() if isinstance(m, kernels.KernelSwitch)]
 
     def set_block_slots(self, slots: int | None) -> bool:
@@ -163,14 +163,14 @@ class AtomisticModel(nn.Module):
             convolution.block_slots = slots
         return bool(convolutions)
 
-    def set_inference_kernels(self, enabled: bool) -> bool:
+    def set_kernels(self, enabled: bool) -> bool:
         """Run the irreps convolutions' tensor products (NequIP, MACE) and MACE's product basis
         through eqcalc's CPU kernels (:mod:`eqcalc.nn.kernels`, built on first use) when the model
-        runs on CPU: faster, and without the per-slot and per-monomial tensors of the torch path,
-        but differentiable only once (energies, forces and stress, not a training loss on
-        forces; the product basis uses its kernel only while its weights need no gradients). A
-        runtime setting, not saved with the model; :class:`~eqcalc.EquivariantCalculator` turns
-        it on.
+        runs on CPU: faster, and without the per-slot and per-monomial tensors of the torch path.
+        Both give the weight gradients of a loss on energies, forces and stress (the convolution is
+        differentiable to any order, the product basis twice), so training runs on them too, with
+        the gradients of the torch path. A runtime setting, not saved
+        with the model; :class:`~eqcalc.EquivariantCalculator` and ``eqcalc train`` turn it on.
 
         Returns:
             whether the kernels are in use (False: disabled, nothing they apply to, or they could
@@ -190,7 +190,7 @@ class AtomisticModel(nn.Module):
         while frozen. A runtime setting, not saved with the model;
         :class:`~eqcalc.EquivariantCalculator` does it on its own copy; ``.to()`` does it again
         from the converted parameters. Radial tables are made for the convolutions whose CPU
-        kernel is on (:meth:`set_inference_kernels` first). Nothing to precompute in families
+        kernel is on (:meth:`set_kernels` first). Nothing to precompute in families
         without irreps convolutions."""
         if enabled and any(p.requires_grad for p in self.parameters()):
             raise RuntimeError(

@@ -124,8 +124,8 @@ class ProductBasis(ExactCoefficients, kernels.KernelSwitch):
 
     one batched matmul over channels per species (torch path; the monomials formed once for
     all atoms, components first, so that each is a product of two gathered rows), or the CPU
-    kernel :func:`eqcalc.nn.kernels.symmetric_polynomial` (``use_kernel``, inference), which
-    forms them tile by tile in cache. :meth:`freeze` stores S for inference.
+    kernel :func:`eqcalc.nn.kernels.symmetric_polynomial` (``use_kernel``; inference and training),
+    which forms them tile by tile in cache. :meth:`freeze` stores S for inference.
     """
 
     def __init__(self, irreps_a: o3.Irreps, irreps_out: o3.Irreps, correlation: int, num_species: int):
@@ -253,7 +253,7 @@ class ProductBasis(ExactCoefficients, kernels.KernelSwitch):
         blocks = atomic_basis.index_select(0, groups.order).split(self.a_block_sizes, dim=1)
         a = torch.cat([b.reshape(n, self.channels, -1) for b in blocks], dim=2)  # (N, C, dim_a), species order
         weights = self.species_weights()
-        if self.use_kernel and a.device.type == "cpu" and not weights.requires_grad:
+        if self.use_kernel and a.device.type == "cpu":
             sorted_out = kernels.symmetric_polynomial(
                 a.transpose(1, 2).contiguous(), groups.offsets, weights, self.kernel_terms,
                 self.lower_factor, self.last_factor, m_total,

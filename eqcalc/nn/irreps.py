@@ -301,8 +301,8 @@ class EquivariantConvolution(nn.Module, kernels.KernelSwitch):
 
         With ``use_kernel`` (CPU tensors), the tensor product and the sum over neighbours run in
         the CPU kernel (:mod:`eqcalc.nn.kernels`), which forms no per-slot tensor beyond its
-        inputs (sh, the radial weights): one pass, whatever ``block_slots``; differentiable once
-        (inference). The radial weights then come from the distances through the tabulated MLP
+        inputs (sh, the radial weights): one pass, whatever ``block_slots``; differentiable to
+        any order (training on forces runs on it). The radial weights then come from the distances through the tabulated MLP
         where :meth:`tabulate` made one, else from the MLP.
 
         Else, with ``block_slots`` set, the per-slot work (radial MLP, tensor product, sum over

@@ -104,6 +104,11 @@ class TrainConfig:
     # run
     seed: int = _option(0, "seed of initial weights, data split and shuffling")
     device: str = _option("auto", "cpu, cuda, cuda:1 … or auto")
+    kernels: bool = _option(
+        True,
+        "on CPU, run the irreps convolutions (nequip, mace) and the MACE product basis on eqcalc's kernels: "
+        "the torch path's gradients, faster",
+    )
     output: str = _option("runs/train", "output folder (checkpoint.pt, best_model.pt, metrics.csv)")
     resume: bool = _option(False, "continue from OUTPUT/checkpoint.pt")
     overwrite: bool = _option(False, "replace a run already in OUTPUT")

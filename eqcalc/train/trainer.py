@@ -145,6 +145,8 @@ class Trainer:
             self.log(statistics.summary())
             model = build_family_model(config, statistics.model_kwargs())
         self.model = model.to(device=self.device, dtype=resolve_dtype(config.dtype))
+        if self.model.set_kernels(config.kernels and self.device.type == "cpu"):
+            self.log("The irreps convolutions train on eqcalc's CPU kernels (kernels: false for the torch path).")
         names = [name for name, _ in self.model.named_parameters()]
         frozen = freeze_parameters(self.model, resolve_freeze(config.model.family, config.freeze, names))
         if frozen:

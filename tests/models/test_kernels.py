@@ -4,8 +4,10 @@ They must give the torch path's energies, forces, stress and parameter gradients
 on paired (molecule, large cell) and unpaired (cell smaller than the cutoff) neighbour lists,
 for channel counts compiled in (8, 16) and read at run time (12), with l up to 3; the product
 basis for correlations 1–4, whole and partial channel tiles, frozen or not; forces and stress
-must match finite differences and be equivariant; bad index tables and a second derivative must
-raise clear errors; and a failed build must leave the torch path working.
+must match finite differences and be equivariant; the convolution's backward is differentiable
+again (training losses on forces and stress), the product basis's once more (a third derivative
+raises a clear error); bad index
+tables must raise clear errors; and a failed build must leave the torch path working.
 """
 
 import numpy as np
@@ -43,7 +45,7 @@ def structures(triclinic_cu):
 
 
 def properties(model, atoms, kernel: bool):
-    assert model.set_inference_kernels(kernel) == kernel
+    assert model.set_kernels(kernel) == kernel
     graph = atoms_to_graph(atoms, CUTOFF)
     return compute_properties(model, graph, forces=True, stress=bool(atoms.pbc.any()))
 
@@ -70,7 +72,7 @@ def test_kernel_parameter_gradients_equal_torch_path(family, triclinic_cu):
         gradients = []
         for kernel in (False, True):
             model.zero_grad()
-            model.set_inference_kernels(kernel)
+            model.set_kernels(kernel)
             energy = compute_properties(model, atoms_to_graph(atoms, CUTOFF), forces=False)["energy"]
             energy.sum().backward()
             gradients.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
@@ -83,7 +85,7 @@ def test_kernel_parameter_gradients_equal_torch_path(family, triclinic_cu):
 @pytest.mark.parametrize("family", ["nequip", "mace"])
 def test_kernel_forces_and_stress_are_gradients_and_equivariant(family, triclinic_cu):
     model = small_model(family).eval().requires_grad_(False)
-    assert model.set_inference_kernels(True)
+    assert model.set_kernels(True)
     assert force_fd_error(model, molecule("CH3CH2OH")) < 1e-6  # paired (central differences, δ = 1e-5 Å: ~1e-8 round-off)
     assert force_fd_error(model, triclinic_cu) < 1e-6  # unpaired: own images
     assert stress_fd_error(model, water_box(seed=4)) < 1e-6
@@ -92,12 +94,54 @@ def test_kernel_forces_and_stress_are_gradients_and_equivariant(family, triclini
     assert max(errors.values()) < 1e-10, errors
 
 
-def test_second_derivative_raises_a_clear_error():
-    model = small_model("nequip").train()
-    model.set_inference_kernels(True)
-    out = compute_properties(model, atoms_to_graph(molecule("CH3CH2OH"), CUTOFF), forces=True, training=True)
-    with pytest.raises(RuntimeError, match="differentiable once"):
-        (out["forces"] ** 2).sum().backward()
+def training_loss_gradients(model, atoms, kernel: bool) -> dict[str, torch.Tensor]:
+    """∂L/∂θ of L = E² + Σ F² + Σ σ² (σ for cells): the force and stress terms differentiate the
+    backward pass, as a training step does."""
+    model.zero_grad()
+    model.set_kernels(kernel)
+    periodic = bool(atoms.pbc.any())
+    out = compute_properties(model, atoms_to_graph(atoms, CUTOFF), forces=True, stress=periodic, training=True)
+    loss = out["energy"].square().sum() + out["forces"].square().sum()
+    if periodic:
+        loss = loss + out["stress"].square().sum()
+    loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+def test_training_loss_gradients_on_the_kernel_equal_torch_path(family, triclinic_cu):
+    """The kernel's backward is differentiable again: a force and stress loss gives every parameter
+    the torch path's gradient (paired and unpaired lists)."""
+    model = small_model(family).train()
+    for name, atoms in structures(triclinic_cu).items():
+        reference, fused = training_loss_gradients(model, atoms, False), training_loss_gradients(model, atoms, True)
+        assert reference.keys() == fused.keys() == {n for n, p in model.named_parameters() if p.requires_grad}
+        for key, value in reference.items():
+            scale = max(float(value.abs().max()), 1e-6)
+            assert float((fused[key] - value).abs().max()) <= 1e-12 * scale, (name, key)
+
+
+def test_convolution_kernel_derivatives_match_finite_differences():
+    """First, second and third derivatives of the operator in every tensor input, by finite
+    differences (torch.autograd.gradcheck / gradgradcheck, float64)."""
+    model = small_model("nequip")
+    arguments = kernel_inputs(model, molecule("H2O"))
+    tensors = {k: arguments[k].detach().clone().requires_grad_() for k in ("x", "sh", "w")}
+    tables = {k: v for k, v in arguments.items() if k not in tensors}
+
+    def convolution(x, sh, w):
+        return kernels.uvu_convolution(x, sh, w, **tables)
+
+    inputs = (tensors["x"], tensors["sh"], tensors["w"])
+    assert torch.autograd.gradcheck(convolution, inputs)
+    assert torch.autograd.gradgradcheck(convolution, inputs)
+
+    def backward(x, sh, w):  # the backward's own second derivative: a third derivative of the operator
+        out = convolution(x, sh, w)
+        grads = torch.autograd.grad(out, (x, sh, w), torch.ones_like(out), create_graph=True)
+        return tuple(g.square().sum() for g in grads)
+
+    assert torch.autograd.gradgradcheck(backward, inputs)
 
 
 def test_calculator_uses_the_kernel_on_its_copy_only():
@@ -105,7 +149,7 @@ def test_calculator_uses_the_kernel_on_its_copy_only():
     assert EquivariantCalculator(model).kernels_in_use
     assert not EquivariantCalculator(model, kernels=False).kernels_in_use
     assert not any(getattr(m, "use_kernel", False) for m in model.modules())  # the user's model is untouched
-    assert not eqcalc.build_model("schnet", species=[1, 8], cutoff=CUTOFF).set_inference_kernels(True)
+    assert not eqcalc.build_model("schnet", species=[1, 8], cutoff=CUTOFF).set_kernels(True)
 
 
 def test_failed_build_warns_and_keeps_the_torch_path(monkeypatch):
@@ -210,9 +254,9 @@ def test_product_basis_kernel_equals_torch_path(channels, lmax, max_L, correlati
         assert float((actual - expected).abs().max()) <= 1e-12 * float(expected.abs().max())
 
 
-def test_product_basis_kernel_is_for_weights_without_gradients():
-    """Weights that need gradients (training) take the torch path, so they get them; the kernel
-    operator itself refuses to differentiate them."""
+def test_product_basis_kernel_gives_weight_gradients():
+    """Weights that need gradients (training) get the torch path's gradients from the kernel;
+    freezing such weights is refused."""
     product, basis, species = random_product_basis(4, 2, 1, 2)
     product.requires_grad_(True)
     gradients = []
@@ -226,10 +270,6 @@ def test_product_basis_kernel_is_for_weights_without_gradients():
         torch.testing.assert_close(actual, reference, rtol=0, atol=1e-12)
     with pytest.raises(RuntimeError, match="needs weights without gradients"):
         product.freeze(True)
-    inputs = product_kernel_inputs(product, basis, species)
-    out = kernels.symmetric_polynomial(**inputs)
-    with pytest.raises(RuntimeError, match="no gradient for its weights"):
-        out.sum().backward()
 
 
 def test_frozen_product_weights_follow_dtype_and_calculator():
@@ -280,19 +320,32 @@ def test_product_basis_kernel_rejects_bad_inputs(change, message):
         kernels.symmetric_polynomial(**arguments)
 
 
-def test_product_basis_kernel_second_derivative_raises():
-    product, basis, species = random_product_basis(4, 2, 1, 3)
-    out = kernels.symmetric_polynomial(**product_kernel_inputs(product, basis, species))
-    (gradient,) = torch.autograd.grad(out.square().sum(), basis, create_graph=True)
-    with pytest.raises(RuntimeError, match="differentiable once"):
-        gradient.sum().backward()
+@pytest.mark.parametrize("correlation", [1, 3])
+def test_product_basis_kernel_derivatives_match_finite_differences(correlation):
+    """First and second derivatives of the operator in the basis and the weights, by finite
+    differences (gradcheck / gradgradcheck, float64, a whole tile and a partial one); a third
+    derivative raises a clear error."""
+    product, basis, species = random_product_basis(4, 2, 1, correlation)
+    inputs = product_kernel_inputs(product, basis.detach(), species)
+    a, weights = inputs.pop("a").requires_grad_(), inputs.pop("weights").clone().requires_grad_()
+
+    def polynomial(a, weights):
+        return kernels.symmetric_polynomial(a, weights=weights, **inputs)
+
+    assert torch.autograd.gradcheck(polynomial, (a, weights))
+    assert torch.autograd.gradgradcheck(polynomial, (a, weights))
+    out = polynomial(a, weights)
+    (gradient,) = torch.autograd.grad(out.square().sum(), a, create_graph=True)
+    (second,) = torch.autograd.grad(gradient.square().sum(), a, create_graph=True)
+    with pytest.raises(RuntimeError, match="product-basis\\s+kernel twice"):
+        second.sum().backward()
 
 
 def test_kernel_outputs_are_written_whole():
     """The operators allocate their outputs uninitialised and write every element: the same results
     after the freed memory was filled with NaN (the allocator hands it out again)."""
     model = small_model("mace").eval().requires_grad_(False)
-    model.set_inference_kernels(True)
+    model.set_kernels(True)
     model.freeze_weights(True)  # radial tables: the spline kernel too
 
     def evaluate():

@@ -104,7 +104,7 @@ def frozen_and_mlp_models(name):
     torch.manual_seed(0)
     model = eqcalc.build_model(family, species=[1, 6, 8], cutoff=CUTOFF, avg_num_neighbors=8.0, **sizes)
     model = randomize_energy_offsets(model).double().eval().requires_grad_(False)
-    assert model.set_inference_kernels(True)
+    assert model.set_kernels(True)
     frozen = copy.deepcopy(model)
     frozen.freeze_weights(True)
     return frozen, model

@@ -23,8 +23,12 @@ a home directory shared by different nodes keeps one build per CPU type). Withou
 C++ compiler, or with ``EQCALC_KERNELS=0`` in the environment, :func:`available` is False and
 the models keep their pure-torch path.
 
-Inference only: the backward pass is not differentiable again, so training (a loss on
-forces) runs the torch path; a second derivative through the kernel raises an error.
+A training loss on forces and stress runs on the convolution and the product basis: the
+convolution's backward is differentiable again to any order (its derivatives are the forward and
+backward operators called with other arguments); the product basis gives the gradient of its
+weights and a second derivative (the backward's own derivative in forward mode, one more
+operator), not a third (a clear error). The spline is for inference: differentiable once, with
+no gradient for its table.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
 
 class KernelSwitch:
     """A module with a CPU-kernel path, switched by ``use_kernel`` (off unless
-    :meth:`~eqcalc.models.base.AtomisticModel.set_inference_kernels` turns it on)."""
+    :meth:`~eqcalc.models.base.AtomisticModel.set_kernels` turns it on)."""
 
     use_kernel: bool = False
 
@@ -210,7 +214,7 @@ def uvu_convolution(
     Every index is checked (a bad table raises a RuntimeError naming it).
 
     Returns:
-        (N, B_out, C), differentiable once in x, sh and w.
+        (N, B_out, C), differentiable to any order in x, sh and w.
     """
     return torch.ops.eqcalc_kernels.uvu_convolution(
         x, sh, w, neighbour, row, degree, paths, cg, slots_of_pair, out_blocks
@@ -240,7 +244,7 @@ def symmetric_polynomial(
     Every index is checked (a bad table raises a RuntimeError naming it).
 
     Returns:
-        (N, M, C), differentiable once in ``a`` (not in ``weights``).
+        (N, M, C), differentiable twice in ``a`` and ``weights``.
     """
     return torch.ops.eqcalc_kernels.symmetric_polynomial(a, offsets, weights, terms, lower, last, outputs)
 
@@ -274,8 +278,12 @@ def _register_autograd_and_shapes() -> None:
         return a.new_empty((a.shape[0], outputs, a.shape[2]))
 
     @torch.library.register_fake("eqcalc_kernels::symmetric_polynomial_backward")
-    def _(grad, a, offsets, weights, terms, lower, last):
-        return torch.empty_like(a)
+    def _(grad, a, offsets, weights, terms, lower, last, weight_gradient):
+        return [torch.empty_like(a), torch.empty_like(weights) if weight_gradient else weights.new_empty(0)]
+
+    @torch.library.register_fake("eqcalc_kernels::symmetric_polynomial_tangent")
+    def _(grad, a, v, offsets, weights, terms, lower, last):
+        return [torch.empty_like(grad), torch.empty_like(a), torch.empty_like(weights)]
 
     @torch.library.register_fake("eqcalc_kernels::radial_spline")
     def _(distances, values, slopes, start, spacing):
@@ -293,23 +301,79 @@ def _register_autograd_and_shapes() -> None:
         grad_x, grad_sh, grad_w = operators.uvu_convolution_backward(grad, *ctx.saved_tensors)
         return grad_x, grad_sh, grad_w, None, None, None, None, None, None, None
 
+    def convolution_double_backward(ctx, grads):
+        """The backward of the backward, from the operators themselves (so differentiable again).
+
+        out = T(x, sh, w) is linear in each of x, sh and w, and the backward returns
+        (T_x*(g, sh, w), T_sh*(g, x, w), T_w*(g, x, sh)), where backward(g, x', sh', w') computes
+        all three for any arguments. With S = <vx, ·> + <vsh, ·> + <vw, ·> of those three,
+        S = <g, T(vx, sh, w) + T(x, vsh, w) + T(x, sh, vw)>, so
+        ∂S/∂g = T(vx, sh, w) + T(x, vsh, w) + T(x, sh, vw), and ∂S/∂x, ∂S/∂sh, ∂S/∂w are the
+        matching outputs of backward(g, x, vsh, w), backward(g, x, sh, vw), backward(g, vx, sh, w).
+        """
+        grad, x, sh, w, *tables = ctx.saved_tensors
+        vx, vsh, vw = (None if v is None else v.contiguous() for v in grads)
+        out_blocks = grad.shape[1]
+        d_grad = d_x = d_sh = d_w = None
+
+        def add(total, term):
+            return term if total is None else total + term
+
+        for inputs, direction in (((vx, sh, w), vx), ((x, vsh, w), vsh), ((x, sh, vw), vw)):
+            if direction is not None and ctx.needs_input_grad[0]:
+                d_grad = add(d_grad, operators.uvu_convolution(*inputs, *tables, out_blocks))
+        if vsh is not None:
+            gx, _, gw = operators.uvu_convolution_backward(grad, x, vsh, w, *tables)
+            d_x, d_w = add(d_x, gx), add(d_w, gw)
+        if vw is not None:
+            gx, gsh, _ = operators.uvu_convolution_backward(grad, x, sh, vw, *tables)
+            d_x, d_sh = add(d_x, gx), add(d_sh, gsh)
+        if vx is not None:
+            _, gsh, gw = operators.uvu_convolution_backward(grad, vx, sh, w, *tables)
+            d_sh, d_w = add(d_sh, gsh), add(d_w, gw)
+        return d_grad, d_x, d_sh, d_w, None, None, None, None, None, None
+
     def refuse_table_gradients(ctx, inputs: tuple[int, ...], message: str) -> None:
         """The kernels differentiate their tables (weights, splines) for no one: inference only."""
         if any(ctx.needs_input_grad[i] for i in inputs):
             raise RuntimeError(message)
 
     def polynomial_backward(ctx, grad):
-        refuse_table_gradients(
-            ctx, (2,), "eqcalc's product-basis kernel gives no gradient for its weights: it is for inference "
-            "(model.requires_grad_(False)); training runs the torch path.",
+        a, offsets, weights, terms, lower, last = ctx.saved_tensors
+        grad_a, grad_weights = operators.symmetric_polynomial_backward(
+            grad.contiguous(), a, offsets, weights, terms, lower, last, ctx.needs_input_grad[2]
         )
-        return operators.symmetric_polynomial_backward(grad, *ctx.saved_tensors), None, None, None, None, None, None
+        return grad_a, None, grad_weights if ctx.needs_input_grad[2] else None, None, None, None, None
+
+    def polynomial_double_backward(ctx, grads):
+        """The backward of the backward: with P(a, S) = out and the backward's outputs
+        (∂<g, P>/∂a, ∂<g, P>/∂S), the sum L = <va, ∂<g, P>/∂a> + <vS, ∂<g, P>/∂S> has
+        ∂L/∂g = Ṗ (P's derivative along va) + P(a, vS), ∂L/∂a = H·va (the Hessian of <g, P> in a)
+        + ∂<g, P(a, vS)>/∂a and ∂L/∂S = ∂<g, Ṗ>/∂S: the tangent operator gives Ṗ, H·va and
+        ∂<g, Ṗ>/∂S in one pass; P(a, vS) and its gradient are the forward and backward with
+        weights vS."""
+        grad, a, offsets, weights, terms, lower, last = ctx.saved_tensors
+        va, vS = grads[0], grads[1] if len(grads) > 1 and grads[1] is not None and grads[1].numel() else None
+        tables = (terms, lower, last)
+        d_grad = d_a = d_weights = None
+        if va is not None:
+            d_grad, d_a, d_weights = operators.symmetric_polynomial_tangent(
+                grad, a, va.contiguous(), offsets, weights, *tables
+            )
+        if vS is not None:
+            vS = vS.contiguous()
+            by_vS = operators.symmetric_polynomial(a, offsets, vS, *tables, grad.shape[1])
+            d_grad = by_vS if d_grad is None else d_grad + by_vS
+            if ctx.needs_input_grad[1]:
+                grad_a = operators.symmetric_polynomial_backward(grad, a, offsets, vS, *tables, False)[0]
+                d_a = grad_a if d_a is None else d_a + grad_a
+        return d_grad, d_a, None, d_weights, None, None, None, None
 
     def no_second_derivative(ctx, *grads):
         raise RuntimeError(
-            "eqcalc's CPU kernels are differentiable once (energies, forces, stress), not twice: "
-            "training on forces needs the torch path: call model.set_inference_kernels(False) (models train on "
-            "the torch path unless this was switched on)."
+            "eqcalc's radial-spline kernel is differentiable once (energies, forces, stress) and its product-basis "
+            "kernel twice (a training loss on forces and stress), not more: for higher derivatives use the torch "
+            "path, model.set_kernels(False)."
         )
 
     def spline_backward(ctx, grad):
@@ -321,8 +385,13 @@ def _register_autograd_and_shapes() -> None:
         "symmetric_polynomial": polynomial_backward,
         "radial_spline": spline_backward,
     }
+    double_backwards = {
+        "uvu_convolution": (convolution_double_backward, save_inputs),
+        "symmetric_polynomial": (polynomial_double_backward, save_inputs),
+    }
+    refuse = (no_second_derivative, lambda ctx, inputs, output: None)
     for operator, backward in backwards.items():
         torch.library.register_autograd(f"eqcalc_kernels::{operator}", backward, setup_context=save_inputs)
-        torch.library.register_autograd(
-            f"eqcalc_kernels::{operator}_backward", no_second_derivative, setup_context=lambda ctx, inputs, output: None
-        )
+        double_backward, setup = double_backwards.get(operator, refuse)
+        torch.library.register_autograd(f"eqcalc_kernels::{operator}_backward", double_backward, setup_context=setup)
+    torch.library.register_autograd("eqcalc_kernels::symmetric_polynomial_tangent", refuse[0], setup_context=refuse[1])
