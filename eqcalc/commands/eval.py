@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "evaluate a model on labelled data: E/F/stress MAE and RMSE per file and config_type"
+HELP = "evaluate a model on labelled data: E/F/stress MAE, RMSE and mean signed error per file and config_type"
 PREDICTION_KEYS = {"energy": "eqcalc_energy", "forces": "eqcalc_forces", "stress": "eqcalc_stress"}
 
 

@@ -80,6 +80,7 @@ TABLE_COLUMNS = [
     ("e_rmse", "E RMSE", "{:.3f}"),
     ("e_me", "E ME", "{:+.3f}"),
     ("e_total_mae", "E/str MAE", "{:.2f}"),
+    ("e_total_me", "E/str ME", "{:+.2f}"),
     ("f_mae", "F MAE", "{:.2f}"),
     ("f_rmse", "F RMSE", "{:.2f}"),
     ("s_mae", "σ MAE", "{:.4f}"),
@@ -102,6 +103,6 @@ def format_error_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     lines.insert(1, "-" * len(lines[0]))
-    lines.append("units: E meV/atom (ME: mean signed error, predicted − reference), E/str meV per structure, "
-                 "F meV/Å (per component), σ GPa (per component)")
+    lines.append("units: E meV/atom (ME: mean signed error, predicted − reference), E/str meV per structure "
+                 "(per molecule), F meV/Å (per component), σ GPa (per component)")
     return "\n".join(lines)

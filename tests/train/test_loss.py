@@ -80,3 +80,8 @@ def test_a_constant_energy_offset_shows_as_the_mean_signed_error(ethanol_file, s
     assert summary["e_total_me"] == pytest.approx(25.0) and summary["e_total_mae"] == pytest.approx(25.0)
     per_atom = [25.0 / s.num_atoms for s in structures if s.energy is not None]
     assert summary["e_me"] == pytest.approx(np.mean(per_atom)) and summary["f_mae"] == 0.0
+    from eqcalc.train.evaluate import format_error_table
+
+    header, _, row = format_error_table({"data": {"all": {"structures": len(structures), **summary}}}).splitlines()[:3]
+    cells = dict(zip(["data"] + [h.strip() for h in header.split("  ") if h.strip()][1:], row.split()))
+    assert cells["E/str ME"] == "+25.00" and cells["E/str MAE"] == "25.00"
