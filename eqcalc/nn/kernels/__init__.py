@@ -333,11 +333,6 @@ def _register_autograd_and_shapes() -> None:
             d_sh, d_w = add(d_sh, gsh), add(d_w, gw)
         return d_grad, d_x, d_sh, d_w, None, None, None, None, None, None
 
-    def refuse_table_gradients(ctx, inputs: tuple[int, ...], message: str) -> None:
-        """The kernels differentiate their tables (weights, splines) for no one: inference only."""
-        if any(ctx.needs_input_grad[i] for i in inputs):
-            raise RuntimeError(message)
-
     def polynomial_backward(ctx, grad):
         a, offsets, weights, terms, lower, last = ctx.saved_tensors
         grad_a, grad_weights = operators.symmetric_polynomial_backward(
@@ -353,7 +348,9 @@ def _register_autograd_and_shapes() -> None:
         ∂<g, Ṗ>/∂S in one pass; P(a, vS) and its gradient are the forward and backward with
         weights vS."""
         grad, a, offsets, weights, terms, lower, last = ctx.saved_tensors
-        va, vS = grads[0], grads[1] if len(grads) > 1 and grads[1] is not None and grads[1].numel() else None
+        va, vS = grads[0], grads[1]
+        if vS is not None and vS.numel() == 0:  # the backward's empty grad_S (no weight gradient asked for)
+            vS = None
         tables = (terms, lower, last)
         d_grad = d_a = d_weights = None
         if va is not None:
@@ -377,7 +374,8 @@ def _register_autograd_and_shapes() -> None:
         )
 
     def spline_backward(ctx, grad):
-        refuse_table_gradients(ctx, (1, 2), "eqcalc's radial-spline kernel gives no gradient for its table: it is for inference.")
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:  # the table: values, slopes
+            raise RuntimeError("eqcalc's radial-spline kernel gives no gradient for its table: it is for inference.")
         return operators.radial_spline_backward(grad, *ctx.saved_tensors, *ctx.numbers), None, None, None, None
 
     backwards = {
