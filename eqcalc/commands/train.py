@@ -11,7 +11,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..train.config import add_config_arguments
 
     parser.epilog = (
-        "Examples: eqcalc train --train data.extxyz --model schnet --max-epochs 50 --output runs/x; "
+        "Examples: eqcalc train --train data.extxyz --max-time 30 --output runs/x (the defaults: MACE 32x, the "
+        "project's recipe, docs/training.md); eqcalc train --train data.extxyz --model painn --max-epochs 50; "
         "eqcalc train config.yaml --lr 5e-4; eqcalc train config.yaml --committee 4 --output runs/committee "
         "(a committee: EquivariantCalculator('runs/committee')); torchrun --nproc_per_node=2 -m eqcalc.cli train config.yaml"
     )

@@ -16,9 +16,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Sequence, Union
 
 import yaml
+
+if TYPE_CHECKING:
+    from ..data.labelled import LabelledStructure
 
 
 def _option(default: Any, help: str, **kwargs: Any) -> Any:
@@ -31,9 +34,35 @@ def _option(default: Any, help: str, **kwargs: Any) -> Any:
 class ModelSection:
     """The ``model:`` section: family name, cutoff and the family's own hyper-parameters."""
 
-    family: str = _option("schnet", "model family (see eqcalc.models.MODEL_FAMILIES)")
+    family: str = _option("mace", "model family (see eqcalc.models.MODEL_FAMILIES)")
     cutoff: float = _option(5.0, "interaction cutoff radius, Å")
-    hyper: dict = _option({}, "family hyper-parameters, e.g. {num_features: 64, num_interactions: 3}")
+    hyper: dict = _option(
+        {}, "family hyper-parameters, e.g. {num_channels: 64}, over the family's training defaults (TRAINING_HYPER)"
+    )
+
+
+#: hyper-parameters in which training's defaults differ from the family's own (``build_model``'s):
+#: the size of the project's CPU recipes (docs/training.md)
+TRAINING_HYPER = {"mace": {"num_channels": 32}}
+
+
+def training_hyper(section: ModelSection) -> dict:
+    """The hyper-parameters a training run builds its model with: the section's over :data:`TRAINING_HYPER`."""
+    return {**TRAINING_HYPER.get(section.family, {}), **section.hyper}
+
+
+#: loss weights of the project's recipes (docs/training.md) that ``auto`` resolves to: "molecules" when no
+#: training structure is periodic, else "materials"; (eV/atom)^-2, (eV/Å)^-2, (eV/Å^3)^-2
+RECIPE_WEIGHTS = {
+    "molecules": {"energy_weight": 10.0, "forces_weight": 1000.0, "stress_weight": 1e4},
+    "materials": {"energy_weight": 100.0, "forces_weight": 100.0, "stress_weight": 1e4},
+}
+#: with ``stage_two_epoch: auto``, stage two covers the last quarter of the schedule (MACE's SWA start) …
+STAGE_TWO_SHARE = 0.25
+#: … of a schedule of at least this many epochs
+STAGE_TWO_MIN_EPOCHS = 8
+#: ``max_epochs: auto`` without ``max_time``
+DEFAULT_EPOCHS = 100
 
 
 @dataclass
@@ -65,38 +94,56 @@ class TrainConfig:
     replay_fraction: float = _option(0.2, "replay frames per epoch, as a fraction of the training frames")
     # model
     model: ModelSection = field(default_factory=ModelSection, metadata={"help": "model family, cutoff, hyper"})
-    dtype: Literal["float32", "float64"] = _option("float64", "precision of the model")
+    dtype: Literal["float32", "float64"] = _option("float32", "precision of the model")
     atomic_energies: Union[str, dict] = _option(
         "auto", "per-element E0: auto | isolated | least_squares | keep (init_from's) | mapping element → eV"
     )
     energy_scale: Union[float, Literal["auto"]] = _option("auto", "eV per network unit; auto = RMS force")
     avg_num_neighbors: Union[float, Literal["auto"]] = _option("auto", "neighbour-sum normaliser; auto = from data")
+    refit_atomic_energies: Union[bool, Literal["auto"]] = _option(
+        "auto", "after training, shift E0 by least squares so that the best model's mean energy error on the training "
+        "set is zero (forces unchanged); auto = when E0 were fitted to the data (atomic_energies auto or least_squares)"
+    )
     # loss
-    energy_weight: float = _option(1.0, "weight of the energy-per-atom MSE, (eV/atom)^-2")
-    forces_weight: float = _option(10.0, "weight of the force-component MSE, (eV/Å)^-2")
-    stress_weight: float = _option(1.0, "weight of the stress-component MSE, (eV/Å^3)^-2")
-    stage_two_epoch: Union[int, None] = _option(
-        None, "from this epoch on (counted from 0) use the stage-two weights; the best model is chosen among those epochs (null: one stage)"
+    energy_weight: Union[float, Literal["auto"]] = _option(
+        "auto", "weight of the energy-per-atom MSE, (eV/atom)^-2; auto = the recipe's: 10 for molecules (no periodic "
+        "training structure), 100 for materials, 0 without energy labels"
+    )
+    forces_weight: Union[float, Literal["auto"]] = _option(
+        "auto", "weight of the force-component MSE, (eV/Å)^-2; auto = 1000 for molecules, 100 for materials, 0 without "
+        "force labels"
+    )
+    stress_weight: Union[float, Literal["auto"]] = _option(
+        "auto", "weight of the stress-component MSE, (eV/Å^3)^-2; auto = 1e4, 0 without stress labels"
+    )
+    stage_two_epoch: Union[int, None, Literal["auto"]] = _option(
+        "auto", "from this epoch on (counted from 0) use the stage-two weights; the best model is chosen among those "
+        "epochs (null: one stage; auto: the last quarter of a schedule of 8 epochs or more, on the time budget with max_time)"
     )
     stage_two_energy_weight: float = _option(1000.0, "stage two: weight of the energy-per-atom MSE, (eV/atom)^-2")
     stage_two_forces_weight: float = _option(100.0, "stage two: weight of the force-component MSE, (eV/Å)^-2")
     loss: Literal["mse", "huber"] = _option("mse", "mse or huber (per component)")
     huber_delta: float = _option(0.01, "Huber transition point in the label's units")
     # optimisation
-    batch_size: int = _option(8, "structures per batch (per process with torchrun)")
+    batch_size: int = _option(5, "structures per batch (per process with torchrun)")
     valid_batch_size: Union[int, None] = _option(None, "validation batch size (default: batch_size)")
-    max_epochs: int = _option(100, "number of epochs")
-    lr: float = _option(1e-3, "AdamW learning rate")
+    max_epochs: Union[int, Literal["auto"]] = _option(
+        "auto", "number of epochs; auto = 100, or with max_time as many as the budget holds at the speed of epoch 2 "
+        "(the schedule is planned on that number)"
+    )
+    lr: float = _option(0.01, "AdamW learning rate")
     weight_decay: float = _option(0.0, "AdamW decoupled weight decay")
     amsgrad: bool = _option(True, "use the AMSGrad variant of AdamW")
-    scheduler: Literal["plateau", "cosine", "none"] = _option("plateau", "learning-rate schedule after warm-up")
-    warmup_epochs: int = _option(0, "epochs of linear learning-rate warm-up")
+    scheduler: Literal["plateau", "cosine", "none"] = _option("cosine", "learning-rate schedule after warm-up")
+    warmup_epochs: int = _option(5, "epochs of linear learning-rate warm-up")
     plateau_factor: float = _option(0.8, "plateau: multiply the rate by this when validation stalls")
     plateau_patience: int = _option(10, "plateau: epochs without improvement before reducing")
-    min_lr: float = _option(1e-6, "lowest learning rate (cosine end point, plateau floor)")
+    min_lr: float = _option(1e-5, "lowest learning rate (cosine end point, plateau floor)")
     clip_grad_norm: Union[float, None] = _option(10.0, "clip the gradient norm to this (null: no clipping)")
     ema_decay: Union[float, None] = _option(0.99, "exponential moving average of weights (null: off)")
-    early_stopping_patience: Union[int, None] = _option(50, "stop after this many epochs without improvement")
+    early_stopping_patience: Union[int, None] = _option(
+        None, "stop after this many epochs without improvement (null: the whole schedule)"
+    )
     max_time: Union[float, None] = _option(
         None, "minutes of training for the run (across --resume); the schedule follows the time spent; stops after "
         "the epoch that passes it (null: no limit)"
@@ -154,7 +201,7 @@ class TrainConfig:
         rules = [
             ("batch_size", self.batch_size >= 1, "≥ 1"),
             ("valid_batch_size", self.valid_batch_size is None or self.valid_batch_size >= 1, "≥ 1"),
-            ("max_epochs", self.max_epochs >= 0, "≥ 0"),
+            ("max_epochs", self.max_epochs == "auto" or self.max_epochs >= 0, "≥ 0 or auto"),
             ("lr", self.lr > 0, "> 0"),
             ("min_lr", 0 <= self.min_lr <= self.lr, "in [0, lr]"),
             ("valid_fraction", 0 <= self.valid_fraction < 1, "in [0, 1)"),
@@ -164,17 +211,19 @@ class TrainConfig:
             ("early_stopping_patience", self.early_stopping_patience is None or self.early_stopping_patience >= 1, "≥ 1"),
             ("max_time", self.max_time is None or self.max_time > 0, "> 0"),
             ("outlier_threshold", self.outlier_threshold is None or self.outlier_threshold > 0, "> 0 or null"),
-            ("stage_two_epoch", self.stage_two_epoch is None or self.stage_two_epoch >= 0, "≥ 0 (counted from 0)"),
+            ("stage_two_epoch", self.stage_two_epoch in (None, "auto") or self.stage_two_epoch >= 0,
+             "≥ 0 (counted from 0), null or auto"),
             ("model.cutoff", self.model.cutoff > 0, "> 0"),
             ("committee", self.committee >= 1, "≥ 1"),
-            ("max_epochs", self.committee == 1 or self.max_epochs >= 1, "≥ 1 for a committee (each member needs a model)"),
+            ("max_epochs", self.committee == 1 or self.max_epochs == "auto" or self.max_epochs >= 1,
+             "≥ 1 for a committee (each member needs a model)"),
         ]
         for name, ok, wanted in rules:
             if not ok:
                 raise ValueError(f"{name} must be {wanted}.")
         for name in ("energy_weight", "forces_weight", "stress_weight", "stage_two_energy_weight",
                      "stage_two_forces_weight", "weight_decay", "warmup_epochs"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) != "auto" and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0.")
         if self.train is None:
             raise ValueError("No training data: set train: FILE in the config or pass --train FILE.")
@@ -192,6 +241,19 @@ class TrainConfig:
                     raise ValueError(f"{name}: {getattr(self, name)!r} needs a base model; set init_from: MODEL.pt.")
 
 
+def with_recipe_weights(config: TrainConfig, structures: Sequence[LabelledStructure]) -> TrainConfig:
+    """``config`` with each ``auto`` loss weight replaced by the recipe's (:data:`RECIPE_WEIGHTS`) for these
+    training structures, "materials" if any is periodic, else "molecules"; 0 for a label none of them has."""
+    recipe = RECIPE_WEIGHTS["materials" if any(s.pbc.any() for s in structures) else "molecules"]
+    resolved = {}
+    for name, weight in recipe.items():
+        if getattr(config, name) == "auto":
+            quantity = name.removesuffix("_weight")
+            labelled = any(getattr(s, quantity) is not None for s in structures)
+            resolved[name] = weight if labelled else 0.0
+    return dataclasses.replace(config, **resolved)
+
+
 #: a model section is tried before any data is read, with one element, and may ask for no tensor
 #: larger than this (elements): far above any trainable model, far below what exhausts memory
 MODEL_CHECK_ELEMENTS = 1 << 26
@@ -207,7 +269,7 @@ def _check_model_builds(section: ModelSection, source: str) -> None:
         raise ValueError(f"{source}: model.family: unknown family {section.family!r}; available: {sorted(MODEL_FAMILIES)}.")
     try:
         with AllocationLimit(MODEL_CHECK_ELEMENTS):
-            build_model(section.family, species=[1], cutoff=section.cutoff, **section.hyper)
+            build_model(section.family, species=[1], cutoff=section.cutoff, **training_hyper(section))
     except (ValueError, TypeError, RuntimeError) as err:
         known = [name for name in inspect.signature(MODEL_FAMILIES[section.family]).parameters if name != "species"]
         unknown = [key for key in section.hyper if key not in known]

@@ -38,7 +38,7 @@ def check_weighted_labels(structures: list[LabelledStructure], config: TrainConf
     """Raise if a loss term has a weight but no training structure has that label."""
     for quantity in ("energy", "forces"):
         weight = getattr(config, f"{quantity}_weight")
-        if weight > 0 and all(getattr(s, quantity) is None for s in structures):
+        if weight != "auto" and weight > 0 and all(getattr(s, quantity) is None for s in structures):
             raise ValueError(
                 f"No training structure has {quantity} labels but {quantity}_weight is {weight}. Name the label "
                 f"with --{quantity}-key, or set --{quantity}-weight 0 to train without it."

@@ -35,18 +35,24 @@ def composition_matrix(structures: list[LabelledStructure], species: list[int]) 
     return counts
 
 
-def least_squares_atomic_energies(structures: list[LabelledStructure], species: list[int]) -> tuple[np.ndarray, int]:
-    """(num_species,) eV: the E0 minimising the squared error of Σ_Z n_Z E0_Z against the energies,
-    and the rank of the composition matrix (below num_species: only that many combinations are fixed)."""
-    labelled = [s for s in structures if s.energy is not None]
-    if not labelled:
+def least_squares_atomic_energies(
+    structures: list[LabelledStructure], species: list[int], predicted: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """(num_species,) eV: the E0 minimising the squared error of Σ_Z n_Z E0_Z against the energies
+    (or, given ``predicted`` (S,) eV per structure, the E0 shift minimising it against the residuals
+    energy − predicted), and the rank of the composition matrix (below num_species: only that many
+    combinations are fixed; the minimum-norm solution is returned)."""
+    rows = [k for k, s in enumerate(structures) if s.energy is not None]
+    if not rows:
         raise ValueError(
             "No training structure has an energy, so reference energies cannot be fitted. Give them "
             "explicitly (atomic_energies: {H: -13.6, ...}) or add energies to the data."
         )
-    counts = composition_matrix(labelled, species)
-    energies = np.array([s.energy for s in labelled])
-    solution, _, rank, _ = np.linalg.lstsq(counts, energies, rcond=None)
+    counts = composition_matrix([structures[k] for k in rows], species)
+    targets = np.array([structures[k].energy for k in rows])
+    if predicted is not None:
+        targets = targets - np.asarray(predicted, dtype=np.float64)[rows]
+    solution, _, rank, _ = np.linalg.lstsq(counts, targets, rcond=None)
     return solution, int(rank)
 
 

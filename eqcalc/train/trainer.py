@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ase.data import chemical_symbols
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
@@ -26,11 +27,11 @@ from ..data.graph import AtomicGraph
 from ..data.labels import Labels, collate
 from ..inference import inference_model
 from ..models.base import AtomisticModel
-from ..models.io import model_from_payload, model_payload, read_model_file, resolve_dtype, save_model
+from ..models.io import load_model, model_from_payload, model_payload, read_model_file, resolve_dtype, save_model
 from ..models.registry import MODEL_FAMILIES, build_model
 from ..properties import compute_properties
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from .config import TrainConfig
+from .config import DEFAULT_EPOCHS, STAGE_TWO_MIN_EPOCHS, STAGE_TWO_SHARE, TrainConfig, training_hyper, with_recipe_weights
 from .data import TrainingData, load_training_data
 from .distributed import DistributedContext, init_distributed
 from .ema import ExponentialMovingAverage
@@ -43,8 +44,10 @@ from .run_folder import (
     CONFIG_NAME, LOG_NAME, PLOT_NAME, SPLITS_NAME, RunLog, plot_metrics, remove_run, write_run_config, write_splits,
 )
 from .schedule import LearningRateSchedule
-from .statistics import compute_statistics
+from .statistics import compute_statistics, least_squares_atomic_energies
 
+#: with max_epochs auto and max_time, the epoch after which the number of epochs is planned (epoch 1 pays the set-up)
+PLAN_EPOCH = 2
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_MODEL_NAME = "best_model.pt"
 METRICS_NAME = "metrics.csv"
@@ -89,11 +92,11 @@ def build_family_model(config: TrainConfig, model_kwargs: dict) -> AtomisticMode
     if family not in MODEL_FAMILIES:
         raise ValueError(f"model.family: unknown family {family!r}; available: {sorted(MODEL_FAMILIES)}.")
     reserved = set(model_kwargs) | {"cutoff"}
-    clash = sorted(reserved & set(config.model.hyper))
+    clash = sorted(reserved & set(config.model.hyper))  # TRAINING_HYPER never names them
     if clash:
         raise ValueError(f"model.hyper: {clash} are set from the data or model.cutoff; remove them from hyper.")
     try:
-        return build_model(family, cutoff=config.model.cutoff, **model_kwargs, **config.model.hyper)
+        return build_model(family, cutoff=config.model.cutoff, **model_kwargs, **training_hyper(config.model))
     except TypeError as err:
         raise ValueError(f"model.hyper: {err}. Check the {family} hyper-parameter names.") from err
 
@@ -115,12 +118,12 @@ class Trainer:
         data: TrainingData | None = None,
         log=print,
     ):
-        self.config = config
         self.context = context or init_distributed(config.device)
         self.device = self.context.device
         self.output = Path(config.output)
         self._log = RunLog(log)
         self.data = data or load_training_data(config)
+        self.config = config = with_recipe_weights(config, self.data.train.structures)
         self.log(
             f"Data: {len(self.data.train)} training, {len(self.data.valid)} validation"
             + (f", {len(self.data.test)} test" if self.data.test is not None else "")
@@ -152,7 +155,8 @@ class Trainer:
         if frozen:
             self.log(f"Frozen: {len(frozen)} of {len(names)} parameter tensors ({', '.join(config.freeze)}).")
         self.context.broadcast_parameters(self.model)
-        self.stage_two_start = config.stage_two_epoch  # earlier if stage one stops improving
+        self.stage_two_start: int | None = None  # the epoch stage two started in (or starts in, old checkpoints)
+        self.epoch_speed: tuple[int, float, float] | None = None  # see planned_epochs
         self.loss_fn = self.loss_for_epoch(0)
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad],
@@ -161,7 +165,7 @@ class Trainer:
         self.schedule = LearningRateSchedule(
             config.lr,
             config.scheduler,
-            max_epochs=config.max_epochs,
+            max_epochs=DEFAULT_EPOCHS if config.max_epochs == "auto" else config.max_epochs,
             warmup_epochs=config.warmup_epochs,
             min_lr=config.min_lr,
             factor=config.plateau_factor,
@@ -259,7 +263,9 @@ class Trainer:
         self.epoch = int(checkpoint["epoch"])
         self.best_valid_loss = float(checkpoint["best_valid_loss"])
         self.epochs_without_improvement = int(checkpoint["epochs_without_improvement"])
-        self.stage_two_start = checkpoint.get("stage_two_start", self.config.stage_two_epoch)
+        planned_start = self.config.stage_two_epoch if isinstance(self.config.stage_two_epoch, int) else None
+        self.stage_two_start = checkpoint.get("stage_two_start", planned_start)
+        self.epoch_speed = tuple(checkpoint["epoch_speed"]) if checkpoint.get("epoch_speed") is not None else None
         self.reference_loss = checkpoint.get("reference_loss")
         self.seconds_spent = float(checkpoint.get("seconds_spent", 0.0))
         restore_rng_state(checkpoint["rng"])
@@ -318,7 +324,7 @@ class Trainer:
         self.train_sampler.set_epoch(epoch)
         bar = tqdm(
             self.train_loader,
-            desc=f"epoch {epoch + 1}/{self.config.max_epochs}",
+            desc=f"epoch {epoch + 1}/{self.planned_epochs or '?'}",
             disable=not (self.config.progress and self.context.is_main and sys.stderr.isatty()),
             leave=False,
             file=sys.stderr,
@@ -383,21 +389,21 @@ class Trainer:
             self.output.mkdir(parents=True, exist_ok=True)
             self._trim_metrics()
         patience = config.early_stopping_patience
-        if config.max_time is not None:
-            self.log(f"Schedule on the {config.max_time:g}-minute budget: warm-up, cosine and stage two advance with the "
-                     f"time spent as if it were {config.max_epochs} epochs (or with the epochs, if those run ahead).")
-        for epoch in range(self.epoch, config.max_epochs):
+        self._log_plan()
+        while self.planned_epochs is None or self.epoch < self.planned_epochs:
+            epoch = self.epoch
+            in_stage_two = self.stage_two_start is not None and epoch >= self.stage_two_start
             if patience is not None and self.epochs_without_improvement >= patience:
-                if self.stage_two_start is None or epoch >= self.stage_two_start:
+                if in_stage_two or self.stage_two_position() is None:
                     self.log(f"Stopped early: no improvement for {patience} epochs.")
                     break
                 self.log(f"Stage one stopped improving for {patience} epochs: stage two starts now.")
                 self.stage_two_start = epoch
             start = time.perf_counter()
             position = self.schedule_position(epoch)
-            if (config.stage_two_epoch is not None and self.stage_two_start is not None
-                    and epoch < self.stage_two_start and position >= config.stage_two_epoch):
-                self.stage_two_start = epoch  # the time budget reached stage two before the epochs did
+            threshold = self.stage_two_position()
+            if threshold is not None and position >= threshold and (self.stage_two_start is None or epoch < self.stage_two_start):
+                self.stage_two_start = epoch
             self.loss_fn = self.loss_for_epoch(epoch)
             if epoch == self.stage_two_start:  # a new loss: best model, plateau, patience and divergence start afresh
                 self.best_valid_loss, self.epochs_without_improvement = math.inf, 0
@@ -405,6 +411,7 @@ class Trainer:
                 self.schedule.restart_plateau()
                 self.log(f"Stage two from epoch {epoch + 1}: energy weight {config.stage_two_energy_weight:g}, "
                          f"forces weight {config.stage_two_forces_weight:g}.")
+            self.schedule.max_epochs = self.planned_epochs or DEFAULT_EPOCHS
             lr = self.schedule.lr(position)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -424,16 +431,20 @@ class Trainer:
                 self.epochs_without_improvement += 1
             self.epoch = epoch + 1
             seconds = time.perf_counter() - start
-            self.seconds_spent += float(  # rank 0's clock for all ranks: their schedules must agree
+            seconds_on_rank_0 = float(  # rank 0's clock for all ranks: their schedules must agree
                 self.context.all_reduce_sum(torch.tensor([seconds if self.context.is_main else 0.0], dtype=torch.float64))
             )
+            self.seconds_spent += seconds_on_rank_0
+            if self.epoch == PLAN_EPOCH and config.max_epochs == "auto" and config.max_time is not None:
+                self.epoch_speed = (self.epoch, self.seconds_spent, seconds_on_rank_0)
+                self._log_plan()
             row = self._metrics_row(lr, train_loss, valid_loss, errors, seconds)
             if self.context.is_main:
                 self._write_metrics(row)
                 save_checkpoint(self.output / CHECKPOINT_NAME, self.checkpoint())
                 self.log(self._epoch_line(row, improved))
             self.context.barrier()
-            if self.epoch < config.max_epochs and self._out_of_time():
+            if (self.planned_epochs is None or self.epoch < self.planned_epochs) and self._out_of_time():
                 self.log(f"Stopped: the {config.max_time:g}-minute budget is spent after epoch {self.epoch}; --resume "
                          "with a larger --max-time (or none) continues.")
                 break
@@ -442,6 +453,8 @@ class Trainer:
             plot_metrics(self.output / METRICS_NAME, self.output)
         if self.tensorboard is not None:
             self.tensorboard.close()
+        if self.context.is_main and self._refits_atomic_energies() and (self.output / BEST_MODEL_NAME).exists():
+            self._refit_atomic_energies()
         test_errors = self._evaluate_test() if self.data.test is not None and self.context.is_main else None
         return {"epochs": self.epoch, "best_valid_loss": self.best_valid_loss, "test": test_errors}
 
@@ -449,14 +462,55 @@ class Trainer:
         """Whether the run's ``max_time`` budget is spent (the same on every rank)."""
         return self.config.max_time is not None and self.seconds_spent >= 60.0 * self.config.max_time
 
+    @property
+    def planned_epochs(self) -> int | None:
+        """The epochs the schedule is planned on: ``max_epochs``; with ``max_epochs: auto``, DEFAULT_EPOCHS, or
+        with ``max_time`` the epochs done at the end of epoch PLAN_EPOCH plus as many as the rest of the budget
+        holds at that epoch's speed (None before; recomputed from the current budget on --resume)."""
+        config = self.config
+        if config.max_epochs != "auto":
+            return config.max_epochs
+        if config.max_time is None:
+            return DEFAULT_EPOCHS
+        if self.epoch_speed is None:
+            return None
+        epochs, spent, seconds = self.epoch_speed
+        return epochs + max(1, int((60.0 * config.max_time - spent) / max(seconds, 1e-9)))
+
+    def stage_two_position(self) -> float | None:
+        """The schedule position (see schedule_position) from which stage two runs, or None for none:
+        ``stage_two_epoch``, or with ``auto`` the last STAGE_TWO_SHARE of a plan of at least
+        STAGE_TWO_MIN_EPOCHS epochs."""
+        start = self.config.stage_two_epoch
+        if start != "auto":
+            return start
+        planned = self.planned_epochs
+        if planned is None or planned < STAGE_TWO_MIN_EPOCHS:
+            return None
+        return (1.0 - STAGE_TWO_SHARE) * planned
+
+    def _log_plan(self) -> None:
+        config, planned, stage_two = self.config, self.planned_epochs, self.stage_two_position()
+        if planned is None:
+            self.log(f"Schedule on the {config.max_time:g}-minute budget: the number of epochs is planned after epoch "
+                     f"{PLAN_EPOCH}, on its speed.")
+            return
+        line = f"Schedule: {planned} epochs"
+        if config.max_time is not None:
+            line += (f" on the {config.max_time:g}-minute budget (warm-up, cosine and stage two advance with the time "
+                     "spent, or with the epochs if those run ahead)")
+        line += "; one stage." if stage_two is None else f"; stage two from epoch {math.ceil(stage_two) + 1}."
+        self.log(line)
+
     def schedule_position(self, epoch: int) -> float:
         """Where ``epoch`` sits in the schedule, in epochs: the epoch itself, or with ``max_time``
-        the share of the budget spent × max_epochs if that is further along, so warm-up, cosine and
-        stage two fit the budget however fast the epochs run."""
-        if self.config.max_time is None:
+        the share of the budget spent × the planned epochs if that is further along, so warm-up,
+        cosine and stage two fit the budget however fast the epochs run."""
+        planned = self.planned_epochs
+        if self.config.max_time is None or planned is None:
             return float(epoch)
         fraction = min(self.seconds_spent / (60.0 * self.config.max_time), 1.0)
-        return max(float(epoch), fraction * self.config.max_epochs)
+        return max(float(epoch), fraction * planned)
 
     def checkpoint(self) -> dict:
         """The state after ``self.epoch`` completed epochs (see eqcalc.train.checkpoint)."""
@@ -470,6 +524,7 @@ class Trainer:
             "best_valid_loss": self.best_valid_loss,
             "epochs_without_improvement": self.epochs_without_improvement,
             "stage_two_start": self.stage_two_start,
+            "epoch_speed": None if self.epoch_speed is None else list(self.epoch_speed),
             "reference_loss": self.reference_loss,
             "seconds_spent": self.seconds_spent,
             "config": self.config.to_dict(),
@@ -520,6 +575,32 @@ class Trainer:
         with path.open(newline="") as handle:
             rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) <= self.epoch]
         write_csv(path, METRICS_COLUMNS, rows)
+
+    def _refits_atomic_energies(self) -> bool:
+        option = self.config.refit_atomic_energies
+        return option is True or (option == "auto" and self.config.atomic_energies in ("auto", "least_squares"))
+
+    def _refit_atomic_energies(self) -> None:
+        """Shift the best model's E0 by the least-squares fit of its training-set energy residuals over the
+        compositions (:func:`least_squares_atomic_energies`): a force-dominated loss leaves the energy's
+        constant free to drift; this takes the drift out and leaves forces and stress as they are."""
+        path = self.output / BEST_MODEL_NAME
+        model = load_model(path)
+        structures = self.data.train.structures
+        if not any(s.energy is not None for s in structures):
+            return
+        evaluated, _ = inference_model(model, device=self.device)
+        batch_size = self.config.valid_batch_size or self.config.batch_size
+        predicted = np.array([p.energy for p in predict(evaluated, self.data.train, batch_size=batch_size, device=self.device)])
+        shift, _ = least_squares_atomic_energies(structures, model.species, predicted)
+        labelled = [k for k, s in enumerate(structures) if s.energy is not None]
+        before = float(np.mean([structures[k].energy - predicted[k] for k in labelled]))
+        with torch.no_grad():
+            model.element_energies.values += torch.as_tensor(shift, dtype=torch.float64)
+        save_model(model, path)
+        shifts = ", ".join(f"{chemical_symbols[z]} {1000 * d:+.2f}" for z, d in zip(model.species, shift))
+        self.log(f"E0 re-fitted to the training set (refit_atomic_energies): shift meV {shifts}; the best model's mean "
+                 f"energy error there was {-1000 * before:+.2f} meV per structure, now 0 (least squares).")
 
     def _evaluate_test(self) -> dict:
         model, _ = inference_model(self.output / BEST_MODEL_NAME, device=self.device)

@@ -34,7 +34,7 @@ def options(tmp_path, ethanol_file):
     ase.io.write(train, frames)
     return {
         "train": str(train), "valid_count": 4, "batch_size": 3, "max_epochs": 2, "progress": False, "seed": 5,
-        "device": "cpu", "lr": 5e-3, "output": str(tmp_path / "ddp"),
+        "device": "cpu", "lr": 5e-3, "output": str(tmp_path / "ddp"), "dtype": "float64",
         "model": {"family": "schnet", "cutoff": 3.0, "hyper": {"num_features": 8, "num_interactions": 1, "num_basis": 8}},
     }
 

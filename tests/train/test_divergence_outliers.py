@@ -36,7 +36,7 @@ def test_a_huge_learning_rate_stops_training_with_a_message(frames, tmp_path):
     run must stop saying so, not finish and save a 'best' model."""
     train = write(frames, tmp_path / "train.extxyz")
     with pytest.raises(FloatingPointError, match=r"grew from .* \(first batch\) to .*training diverged.*--lr \(now 1e\+06\)"):
-        Trainer(config(train, tmp_path / "run", lr=1e6, warmup_epochs=0)).fit()
+        Trainer(config(train, tmp_path / "run", lr=1e6, warmup_epochs=0, dtype="float64")).fit()
     assert not (tmp_path / "run" / BEST_MODEL_NAME).exists()
 
 

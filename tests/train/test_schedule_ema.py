@@ -87,3 +87,42 @@ def test_a_time_budget_shapes_the_schedule_however_slow_the_epochs(tmp_path, mon
     assert resumed.fit()["epochs"] == 5
     last = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))[-1]
     assert float(last["lr"]) == pytest.approx(schedule.lr(max(4, 100 * 15 / 30)), rel=1e-12)
+
+
+def test_auto_epochs_fill_the_time_budget_at_the_speed_of_epoch_two(tmp_path, monkeypatch):
+    """max_epochs auto with max_time: epoch 1 pays the set-up (5 s), epoch 2 takes 1 s, so a 20 s budget
+    plans 2 + 14 = 16 epochs; later epochs of 0.5 s end the run at the plan (13 s spent), stage two
+    (auto) starts at position 0.75 · 16 = 12, and a resume with twice the budget re-plans 2 + 34 = 36."""
+    import ase.io
+
+    from eqcalc.train import trainer as trainer_module
+    from eqcalc.train.config import load_config
+    from eqcalc.train.trainer import Trainer
+
+    data = tmp_path / "train.extxyz"
+    ase.io.write(data, ase.io.read(Path(__file__).parents[1] / "data" / "ethanol_small.extxyz", ":12"))
+    clock = {"now": 0.0, "calls": 0, "epochs": iter([5.0, 1.0])}
+
+    def fake_perf_counter():  # called at the start and at the end of each epoch
+        clock["calls"] += 1
+        if clock["calls"] % 2 == 0:
+            clock["now"] += next(clock["epochs"], 0.5)
+        return clock["now"]
+
+    options = {"train": str(data), "valid_count": 2, "output": str(tmp_path / "run"), "progress": False,
+               "model": {"family": "schnet", "cutoff": 3.0, "hyper": {"num_features": 8, "num_interactions": 1}},
+               "warmup_epochs": 0, "max_time": 20 / 60, "device": "cpu"}
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=fake_perf_counter))
+    log = []
+    run = Trainer(load_config(overrides=options), log=log.append)
+    assert run.planned_epochs is None
+    assert run.fit()["epochs"] == 16 and run.planned_epochs == 16
+    assert any(line.startswith("Schedule: 16 epochs") for line in log)
+    assert run.stage_two_start == 12 and run.loss_fn.energy_weight == run.config.stage_two_energy_weight
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    schedule = LearningRateSchedule(1e-2, "cosine", max_epochs=16, min_lr=1e-5)
+    spent = [6.0 + 0.5 * (e - 2) for e in range(2, 16)]  # at the start of epochs 2 … 15
+    expected = [schedule.lr(max(e, 16 * s / 20)) for e, s in zip(range(2, 16), spent)]
+    assert [float(r["lr"]) for r in rows[2:]] == pytest.approx(expected, rel=1e-12)
+    resumed = Trainer(load_config(overrides={**options, "max_time": 40 / 60, "resume": True}), log=lambda m: None)
+    assert resumed.planned_epochs == 36 and resumed.fit()["epochs"] == 36

@@ -28,14 +28,20 @@ def test_example_config_documents_every_option_and_loads():
     assert set(values) == {f.name for f in dataclasses.fields(TrainConfig)}
     assert set(values["model"]) == {"family", "cutoff", "hyper"}
     config = load_config(EXAMPLE)
-    assert config.lr == 1e-3 and config.model.hyper["num_features"] == 64
+    defaults = TrainConfig().to_dict()
+    stated = config.to_dict()
+    differing = {key for key in defaults if stated[key] != defaults[key]}
+    assert differing == {"train", "output", "model"}, "the example config states the defaults"
+    assert {**stated["model"], "hyper": {}} == defaults["model"]
+    family_defaults = build_family_model(TrainConfig(), {"species": [1, 8]}).hyperparameters()
+    assert {**family_defaults, **config.model.hyper} == family_defaults  # the hyper it lists are training's defaults
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
         ("train: a.xyz\nmax_epoch: 3\n", r"max_epoch: unknown option\. Did you mean 'max_epochs'"),
-        ("train: a.xyz\nmax_epochs: ten\n", r"max_epochs: expected int, got 'ten'"),
+        ("train: a.xyz\nmax_epochs: ten\n", r"max_epochs: expected int or 'auto', got 'ten'"),
         ("train: a.xyz\namsgrad: 1\n", r"amsgrad: expected bool"),
         ("train: a.xyz\nscheduler: linear\n", r"scheduler: expected 'plateau' \| 'cosine' \| 'none'"),
         ("train: a.xyz\nmodel: {family: schnet, width: 3}\n", r"model\.width: unknown option"),
@@ -87,4 +93,4 @@ def test_help_lists_the_families_and_the_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert all(family in text for family in MODEL_FAMILIES) and "(default: 'schnet'" in text
+    assert all(family in text for family in MODEL_FAMILIES) and "(default: 'mace'" in text

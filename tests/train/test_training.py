@@ -30,7 +30,7 @@ def config(train_file, output, **options):
     values = {
         "train": str(train_file), "valid_count": 4, "batch_size": 4, "output": str(output), "progress": False,
         "model": TINY, "seed": 3, "lr": 5e-3, "warmup_epochs": 1, "scheduler": "plateau",
-        "plateau_patience": 0, "plateau_factor": 0.5, "ema_decay": 0.9, "device": "cpu", **options,
+        "plateau_patience": 0, "plateau_factor": 0.5, "ema_decay": 0.9, "device": "cpu", "dtype": "float64", **options,
     }
     return load_config(overrides=values)
 
@@ -88,7 +88,8 @@ def test_best_model_deploys_with_the_training_time_predictions(tmp_path, small_t
     output = tmp_path / "run"
     assert main(["train", "--train", str(small_train_file), "--model", "schnet", "--max-epochs", "2",
                  "--output", str(output), "--cutoff", "3", "--hyper", "{num_features: 8, num_interactions: 1}",
-                 "--valid-count", "4", "--seed", "3", "--no-progress", "--lr", "5e-3"]) == 0
+                 "--valid-count", "4", "--seed", "3", "--no-progress", "--lr", "5e-3", "--dtype", "float64",
+                 "--refit-atomic-energies", "false"]) == 0
     rows = metrics(output)
     best = min(rows, key=lambda r: float(r["valid_loss"]))
     _, valid = random_split(read_structures(small_train_file), count=4, seed=3)
@@ -139,7 +140,10 @@ def test_missing_weighted_labels_are_an_error(tmp_path, silicon_file):
     path = tmp_path / "no_forces.extxyz"
     ase.io.write(path, frames)
     with pytest.raises(ValueError, match="No training structure has forces.*--forces-weight 0"):
-        Trainer(config(path, tmp_path / "out", valid_count=1))
+        Trainer(config(path, tmp_path / "out", valid_count=1, forces_weight=10.0))
+    # the recipe's weights (auto) leave out what the data lacks and pick the materials recipe for periodic cells
+    trainer = Trainer(config(path, tmp_path / "auto", valid_count=1), log=lambda m: None)
+    assert (trainer.config.energy_weight, trainer.config.forces_weight, trainer.config.stress_weight) == (100.0, 0.0, 1e4)
 
 
 def test_tensorboard_option(tmp_path, small_train_file):
@@ -285,3 +289,40 @@ def test_every_family_trains(tmp_path, small_train_file, family):
     Trainer(config(small_train_file, tmp_path, **options), log=lambda line: None).fit()
     losses = [float(row["valid_loss"]) for row in metrics(tmp_path)]
     assert len(losses) == 8 and min(losses[4:]) < losses[0] / 1.5, losses
+
+
+def test_energies_come_out_without_an_offset_after_force_dominated_training(tmp_path, ethanol_file):
+    """A forces-only loss on one composition leaves the energy's constant free: the model ends with
+    whatever constant its training drifted to (hundreds of meV off for this seed). refit_atomic_energies
+    shifts E0 so the training-set mean error is zero: the held-out mean signed error becomes small
+    against the MAE (the spread), and forces, which the constant cannot touch, are unchanged."""
+    import json
+    import random
+
+    from eqcalc.inference import predict
+
+    frames = ase.io.read(ethanol_file, ":")
+    random.Random(0).shuffle(frames)
+    ase.io.write(tmp_path / "train.extxyz", frames[:40])
+    held_out = frames[40:]
+    runs = {}
+    for refit in (False, True):
+        output = tmp_path / f"refit_{refit}"
+        train(config(tmp_path / "train.extxyz", output, max_epochs=6, valid_count=5, energy_weight=0.0,
+                     forces_weight=1000.0, scheduler="cosine", lr=1e-2, warmup_epochs=5, ema_decay=0.99, seed=0,
+                     refit_atomic_energies=refit))
+        runs[refit] = output / "best_model.pt"
+
+    def errors(model, structures):
+        predicted = predict(model, structures)
+        signed = np.array([p["energy"] - a.get_potential_energy() for p, a in zip(predicted, structures)])
+        return signed.mean(), np.abs(signed).mean(), np.concatenate([p["forces"] for p in predicted])
+
+    me_off, mae_off, forces_off = errors(runs[False], held_out)
+    me, mae, forces = errors(runs[True], held_out)
+    assert abs(me_off) > 0.8 * mae_off  # without the refit the error is mostly the offset …
+    assert abs(me) < 0.25 * mae < mae_off  # … with it the spread is what is left
+    np.testing.assert_allclose(forces, forces_off, rtol=0, atol=1e-10)
+    trained = json.loads((tmp_path / "refit_True" / "splits.json").read_text())["train"]["frames"]
+    me_train, _, _ = errors(runs[True], [frames[k] for k in trained])
+    assert abs(me_train) < 1e-9  # least squares over one composition: the training mean error is zero
