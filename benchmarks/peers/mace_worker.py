@@ -21,24 +21,25 @@ from worker_timing import run
 from e3nn import o3  # isort: skip
 
 
-def build(args, atoms):
-    torch.set_default_dtype(getattr(torch, args.dtype))
-    config = args.model
+def build_model(config: dict, species: list[int], cutoff: float) -> torch.nn.Module:
+    """ScaleShiftMACE with residual interaction blocks in every layer (``mace_run_train``'s default),
+    random weights, zero E0s, scale 1 and shift 0, in torch's default dtype; ``config``: the
+    keys of this module's docstring."""
     interaction = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
-    model = modules.ScaleShiftMACE(
-        r_max=args.cutoff,
+    return modules.ScaleShiftMACE(
+        r_max=cutoff,
         num_bessel=config["num_bessel"],
         num_polynomial_cutoff=config.get("num_polynomial_cutoff", 5),
         max_ell=config["max_ell"],
         interaction_cls=interaction,
         interaction_cls_first=interaction,
         num_interactions=config["num_interactions"],
-        num_elements=len(args.species),
+        num_elements=len(species),
         hidden_irreps=o3.Irreps(config["hidden_irreps"]),
         MLP_irreps=o3.Irreps(config["MLP_irreps"]),
-        atomic_energies=np.zeros(len(args.species)),
+        atomic_energies=np.zeros(len(species)),
         avg_num_neighbors=config["avg_num_neighbors"],
-        atomic_numbers=args.species,
+        atomic_numbers=species,
         correlation=config["correlation"],
         gate=torch.nn.functional.silu,
         radial_MLP=config["radial_MLP"],
@@ -47,6 +48,11 @@ def build(args, atoms):
         atomic_inter_scale=1.0,
         atomic_inter_shift=0.0,
     )
+
+
+def build(args, atoms):
+    torch.set_default_dtype(getattr(torch, args.dtype))
+    model = build_model(args.model, args.species, args.cutoff)
     path = os.path.join(args.workdir, f"mace-{os.getpid()}.model")
     torch.save(model, path)
     try:
