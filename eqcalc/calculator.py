@@ -24,7 +24,7 @@ from .llpr import last_layer_features
 from .models.base import AtomisticModel
 from .memory import available_bytes, keep_freed_memory, measure_peak
 from .models.io import resolve_device
-from .properties import compute_properties
+from .properties import compute_properties, structure_responses
 
 
 # With max_edges="auto", structures with more edges than this are checked against free memory.
@@ -33,6 +33,9 @@ CALIBRATION_EDGES = 50_000  # size of the subgraph whose peak memory calibrates 
 MEMORY_FRACTION = 0.5  # share of the free memory one evaluation may use
 AUTO_BLOCK_SLOTS = 4096  # neighbour slots per block of centre atoms, "auto" above the check size
 KEEP_FREED_MEMORY_ATOMS = 1000  # from this size on, CPU calculations keep freed memory (reuse_memory)
+#: the ASE properties each tensor output of a model gives, and the per-atom head outputs behind them
+RESPONSE_PROPERTIES = {"dipole": ["dipole", "charges"], "polarizability": ["polarizability"]}
+PER_ATOM_RESPONSES = {"dipole": ["charges", "atomic_dipoles"], "polarizability": ["atomic_polarizabilities"]}
 
 
 def _grouping_positions(atoms) -> np.ndarray:
@@ -139,7 +142,11 @@ class EquivariantCalculator(Calculator):
             call. ``eqcalc.md.run`` and ``eqcalc.md.relax`` (and so the commands) turn it on.
 
     Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order xx, yy, zz, yz, xz, xy;
-    ASE sign: positive = tensile). Per-atom energies are available as "energies".
+    ASE sign: positive = tensile). Per-atom energies are available as "energies". A model with
+    tensor outputs (:meth:`AtomisticModel.add_outputs`) also gives, from the same pass, "dipole"
+    (e·Å, about the centre of mass, molecules only; ``atoms.get_dipole_moment()``) with "charges"
+    (e, summing to ``atoms.info["charge"]`` or else to the sum of the initial charges), and/or
+    "polarizability" (3 × 3, Å³); a committee gives the members' mean (not with ``compile=True``).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
@@ -192,6 +199,13 @@ class EquivariantCalculator(Calculator):
         elif self.uncertainty is not None:
             self.implemented_properties = self.implemented_properties + ["forces_std"] + (
                 ["energy_std"] if self.uncertainty.energy_scale is not None else [])
+        self.response_outputs = () if compile else self.model.outputs
+        if compile and self.model.outputs:
+            warnings.warn("The model's tensor outputs (dipole, polarizability) are not computed with compile=True.",
+                          stacklevel=2)
+        self.implemented_properties = self.implemented_properties + [
+            name for output in self.response_outputs for name in RESPONSE_PROPERTIES[output]
+        ]
         if self.kernels_in_use and isinstance(block_slots, int):
             raise ValueError(
                 f"block_slots={block_slots} has no effect with the CPU kernel, which forms no per-slot "
@@ -238,6 +252,11 @@ class EquivariantCalculator(Calculator):
         check_positions(positions, cell)
         want_stress = "stress" in properties
         stress = has_stress(atoms)
+        if "dipole" in properties and "dipole" in self.response_outputs and atoms.pbc.any():
+            raise PropertyNotImplementedError(
+                "The dipole of a periodic structure is not defined by its positions; this structure has "
+                f"pbc={atoms.pbc.tolist()}. Ask for the dipole of molecules (pbc=False) only."
+            )
         if want_stress and not stress:
             raise PropertyNotImplementedError(
                 "Stress needs a periodic cell of non-zero volume; this structure has "
@@ -260,9 +279,14 @@ class EquivariantCalculator(Calculator):
         forces = np.zeros((size, len(atoms), 3))
         stress_tensor = np.zeros((size, 3, 3))
         features = None  # (N, F) last-layer features, for a one-model uncertainty
+        per_atom = {}  # the heads' per-atom outputs (M, N, ...)
         for chunk in self._plan:
             owned = chunk.atoms[: chunk.num_owned]
             results = self._evaluate(atoms, chunk.within(within_cutoff), stress)
+            for key in (key for output in self.response_outputs for key in PER_ATOM_RESPONSES[output]):
+                if key not in per_atom:
+                    per_atom[key] = np.zeros((size, len(atoms)) + results[key].shape[2:])
+                per_atom[key][:, owned] = results[key][:, : chunk.num_owned]
             if "features" in results:
                 if features is None:
                     features = np.zeros((len(atoms), results["features"].shape[1]))
@@ -275,6 +299,8 @@ class EquivariantCalculator(Calculator):
         self.results = committee_results(energies, forces, voigt)
         if features is not None:
             self.results.update(self.uncertainty.results(torch.from_numpy(features)))
+        if per_atom:
+            self.results.update(self._structure_responses(atoms, per_atom))
         for key, value in self.results.items():
             if not np.all(np.isfinite(value)):
                 raise FloatingPointError(
@@ -294,12 +320,28 @@ class EquivariantCalculator(Calculator):
         shifts = self.neighbours.shifts[chunk.edges]
         graph = structure_graph(positions, numbers, atoms.cell.array, atoms.pbc, chunk.edge_index, shifts).to(self.device)
         with last_layer_features(self.model) if self.uncertainty is not None else nullcontext() as features:
-            members = [compute_properties(model, graph, forces=True, stress=stress, counted=counted)
+            members = [compute_properties(model, graph, forces=True, stress=stress, counted=counted,
+                                          responses=bool(self.response_outputs))
                        for model in self._energy_models]
         arrays = {key: torch.stack([results[key].detach() for results in members]).cpu().numpy() for key in members[0]}
         if features is not None:
             arrays["features"] = features(graph.numbers).cpu().numpy()
         return arrays
+
+    @staticmethod
+    def _structure_responses(atoms, per_atom: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The members' mean dipole, charges and polarisability from their per-atom head outputs (M, N, ...)."""
+        total_charge = atoms.info.get("charge", atoms.get_initial_charges().sum())
+        positions = torch.from_numpy(atoms.positions)
+        numbers = torch.from_numpy(atoms.numbers.astype(np.int64))
+        batch = torch.zeros(len(atoms), dtype=torch.int64)
+        members = [
+            structure_responses({key: torch.from_numpy(value[m]) for key, value in per_atom.items()}, positions, numbers,
+                                batch, 1, torch.tensor([float(total_charge)], dtype=torch.float64))
+            for m in range(len(next(iter(per_atom.values()))))
+        ]
+        mean = {key: np.mean([member[key].numpy() for member in members], axis=0) for key in members[0]}
+        return {key: value if key == "charges" else value[0] for key, value in mean.items()}
 
     def _plan_chunks(self, atoms, within_cutoff: np.ndarray, stress: bool) -> tuple[list[Chunk], bool]:
         """The whole structure as one chunk, or pieces within the limit of one evaluation, and

@@ -24,6 +24,9 @@ class LabelledStructure:
         energy: total energy, eV, or None.
         forces: (N, 3) float64, eV/Å, or None.
         stress: (3, 3) float64, eV/Å³, ASE sign (positive = tensile), or None.
+        dipole: (3,) float64 e·Å, or None (molecules).
+        polarizability: (3, 3) float64 Å³, or None.
+        charge: total charge, e (``info["charge"]``; 0 = neutral).
         config_type: label used to group errors (extxyz ``config_type``).
         info: the frame's other ``Atoms.info`` entries (kept for output files such as
             ``eqcalc eval --predictions``; not used by training).
@@ -36,6 +39,9 @@ class LabelledStructure:
     energy: float | None = None
     forces: np.ndarray | None = None
     stress: np.ndarray | None = None
+    dipole: np.ndarray | None = None
+    polarizability: np.ndarray | None = None
+    charge: float = 0.0
     config_type: str = DEFAULT_CONFIG_TYPE
     info: dict = field(default_factory=dict)
 
@@ -51,6 +57,11 @@ class LabelledStructure:
             self.forces = np.asarray(self.forces, dtype=np.float64).reshape(n, 3)
         if self.stress is not None:
             self.stress = np.asarray(self.stress, dtype=np.float64).reshape(3, 3)
+        if self.dipole is not None:
+            self.dipole = np.asarray(self.dipole, dtype=np.float64).reshape(3)
+        if self.polarizability is not None:
+            self.polarizability = np.asarray(self.polarizability, dtype=np.float64).reshape(3, 3)
+        self.charge = float(self.charge)
 
     @property
     def num_atoms(self) -> int:
@@ -58,7 +69,8 @@ class LabelledStructure:
 
     @property
     def has_labels(self) -> bool:
-        return self.energy is not None or self.forces is not None or self.stress is not None
+        labels = (self.energy, self.forces, self.stress, self.dipole, self.polarizability)
+        return any(label is not None for label in labels)
 
     def is_isolated_atom(self) -> bool:
         """A single atom without periodic images, or a frame marked as an isolated atom."""
@@ -66,7 +78,8 @@ class LabelledStructure:
         return self.num_atoms == 1 and (marked or not self.pbc.any())
 
     def to_atoms(self) -> Atoms:
-        """ASE Atoms with the labels attached as a SinglePointCalculator (energy, forces, Voigt stress)."""
+        """ASE Atoms with the labels attached as a SinglePointCalculator (energy, forces, Voigt stress,
+        dipole); the polarisability in ``info["polarizability"]``, a charge in ``info["charge"]``."""
         atoms = Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
         atoms.info.update(self.info)
         atoms.info["config_type"] = self.config_type
@@ -77,6 +90,12 @@ class LabelledStructure:
             results["forces"] = self.forces
         if self.stress is not None:
             results["stress"] = full_3x3_to_voigt_6_stress(self.stress)
+        if self.dipole is not None:
+            results["dipole"] = self.dipole
+        if self.polarizability is not None:
+            atoms.info["polarizability"] = self.polarizability
+        if self.charge:
+            atoms.info["charge"] = self.charge
         if results:
             atoms.calc = SinglePointCalculator(atoms, **results)
         return atoms

@@ -26,6 +26,11 @@ class Labels:
         has_forces: (N,) bool, per atom.
         stress: (B, 3, 3) float64 eV/Å³ (ASE sign), NaN where missing.
         has_stress: (B,) bool.
+        dipole: (B, 3) float64 e·Å, NaN where missing.
+        has_dipole: (B,) bool.
+        polarizability: (B, 3, 3) float64 Å³, NaN where missing.
+        has_polarizability: (B,) bool.
+        charge: (B,) float64 total charge, e.
         num_atoms: (B,) int64 atoms per structure.
     """
 
@@ -35,6 +40,11 @@ class Labels:
     has_forces: torch.Tensor
     stress: torch.Tensor
     has_stress: torch.Tensor
+    dipole: torch.Tensor
+    has_dipole: torch.Tensor
+    polarizability: torch.Tensor
+    has_polarizability: torch.Tensor
+    charge: torch.Tensor
     num_atoms: torch.Tensor
 
     @classmethod
@@ -49,6 +59,13 @@ class Labels:
             has_forces=torch.full((n,), structure.forces is not None),
             stress=torch.as_tensor(structure.stress if structure.stress is not None else np.full((3, 3), nan))[None],
             has_stress=torch.tensor([structure.stress is not None]),
+            dipole=torch.as_tensor(structure.dipole if structure.dipole is not None else np.full(3, nan))[None],
+            has_dipole=torch.tensor([structure.dipole is not None]),
+            polarizability=torch.as_tensor(
+                structure.polarizability if structure.polarizability is not None else np.full((3, 3), nan)
+            )[None],
+            has_polarizability=torch.tensor([structure.polarizability is not None]),
+            charge=torch.tensor([structure.charge], dtype=torch.float64),
             num_atoms=torch.tensor([n], dtype=torch.int64),
         )
 

@@ -28,6 +28,8 @@ FALLBACK_KEYS = {
     "energy": ("REF_energy", "energy", "DFT_energy"),
     "forces": ("REF_forces", "forces", "DFT_forces"),
     "stress": ("REF_stress", "stress", "DFT_stress"),
+    "dipole": ("REF_dipole", "dipole", "DFT_dipole"),
+    "polarizability": ("REF_polarizability", "polarizability", "DFT_polarizability"),
 }
 
 
@@ -38,6 +40,8 @@ class LabelKeys:
     energy: str | None = None
     forces: str | None = None
     stress: str | None = None
+    dipole: str | None = None
+    polarizability: str | None = None
 
 
 def _lookup(atoms: Atoms, key: str) -> Any:
@@ -74,6 +78,23 @@ def _as_stress(value: Any, where: str) -> np.ndarray:
     raise ValueError(f"{where}: stress has {array.size} values; expected 6 (Voigt xx yy zz yz xz xy) or 9 (3×3).")
 
 
+def _as_vector(value: Any, where: str, quantity: str, unit: str) -> np.ndarray | None:
+    """A 3-vector label, None where not finite; ValueError for another size."""
+    array = np.asarray(value, dtype=np.float64)
+    if array.size != 3:
+        raise ValueError(f"{where}: {quantity} has {array.size} values; expected 3 (x y z, {unit}).")
+    return array.reshape(3) if np.isfinite(array).all() else None
+
+
+def _as_symmetric(value: Any, where: str, quantity: str) -> np.ndarray | None:
+    """A symmetric 3 × 3 label from 6 (Voigt) or 9 values, None where not finite."""
+    array = np.asarray(value, dtype=np.float64)
+    if array.size not in (6, 9):
+        raise ValueError(f"{where}: {quantity} has {array.size} values; expected 6 (Voigt xx yy zz yz xz xy) or 9 (3×3).")
+    tensor = _as_stress(array, where)
+    return tensor if np.isfinite(tensor).all() else None
+
+
 def structure_from_atoms(atoms: Atoms, keys: LabelKeys = LabelKeys(), where: str = "frame") -> LabelledStructure:
     """Labels of one ASE frame as a :class:`LabelledStructure`; NaN labels count as missing."""
     energy = _find(atoms, "energy", keys.energy)
@@ -93,6 +114,10 @@ def structure_from_atoms(atoms: Atoms, keys: LabelKeys = LabelKeys(), where: str
     if stress is not None:
         stress = _as_stress(stress, where)
         stress = stress if np.isfinite(stress).all() else None
+    dipole = _find(atoms, "dipole", keys.dipole)
+    dipole = None if dipole is None else _as_vector(dipole, where, "dipole", "e·Å")
+    polarizability = _find(atoms, "polarizability", keys.polarizability)
+    polarizability = None if polarizability is None else _as_symmetric(polarizability, where, "polarizability")
     return LabelledStructure(
         numbers=atoms.numbers,
         positions=atoms.positions,
@@ -101,6 +126,9 @@ def structure_from_atoms(atoms: Atoms, keys: LabelKeys = LabelKeys(), where: str
         energy=energy,
         forces=forces,
         stress=stress,
+        dipole=dipole,
+        polarizability=polarizability,
+        charge=float(atoms.info.get("charge", atoms.get_initial_charges().sum())),
         config_type=str(atoms.info.get("config_type", DEFAULT_CONFIG_TYPE)),
         info={k: v for k, v in atoms.info.items() if k != "config_type"},
     )

@@ -10,6 +10,10 @@ into per-atom energies in eV,
 
 and returns them in float64 whatever the model's own dtype, so that total
 energies (sums of many E_i around −10³ eV) keep their precision.
+
+Families with vector features also implement :meth:`AtomisticModel.atomic_features`, from which
+optional heads (:meth:`AtomisticModel.add_outputs`, :mod:`eqcalc.models.heads`) predict charges,
+dipoles and polarisabilities in the same pass (:meth:`AtomisticModel.responses`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from torch import nn
 from ..data.validation import check_species
 from ..nn import kernels
 from ..nn.irreps import EquivariantConvolution
+from .heads import RESPONSES, AtomFeatures, build_heads
 
 MAX_ATOMIC_NUMBER = 118
 
@@ -124,6 +129,8 @@ class AtomisticModel(nn.Module):
         self.register_buffer("energy_scale", torch.tensor(float(energy_scale)))
         self.weights_frozen = False  # see freeze_weights
         self.ghost_exchange: nn.Module = OwnFeatures()  # see OwnFeatures
+        self.outputs: tuple[str, ...] = ()  # tensor outputs beside the energy, see add_outputs
+        self.output_heads = nn.ModuleDict()
 
     @property
     def num_species(self) -> int:
@@ -232,14 +239,59 @@ class AtomisticModel(nn.Module):
         return {p.name: getattr(self, p.name) for p in parameters if p.kind is p.KEYWORD_ONLY}
 
     def config(self) -> dict[str, Any]:
-        """Constructor arguments that rebuild this model's architecture with ``build_model(family, **config)``;
-        the weights, element energies and energy scale travel in the state_dict."""
-        return {
+        """Constructor arguments that rebuild this model's architecture with ``build_model(family, **config)``
+        (``outputs`` only where the model has tensor outputs); the weights, element energies and
+        energy scale travel in the state_dict."""
+        config = {
             "species": list(self.species),
             "cutoff": self.cutoff,
             "avg_num_neighbors": self.avg_num_neighbors,
             **self.hyperparameters(),
         }
+        if self.outputs:
+            config["outputs"] = list(self.outputs)
+        return config
+
+    @property
+    def feature_sizes(self) -> tuple[int, int]:
+        """(S, V): invariant scalars and polar vectors per atom of :meth:`atomic_features`."""
+        raise self._without_vector_features()
+
+    def _without_vector_features(self) -> ValueError:
+        return ValueError(
+            f"The {self.family or type(self).__name__} family has no equivariant vector features, so it cannot "
+            "predict dipoles or polarisabilities; use painn, egnn, nequip or mace (with l ≥ 1 features)."
+        )
+
+    def atomic_features(
+        self,
+        species: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        batch: torch.Tensor,
+        num_graphs: int,
+        tables: Any = None,
+    ) -> tuple[torch.Tensor, AtomFeatures]:
+        """The raw per-atom outputs of :meth:`atomic_outputs` (N,) and, from the same pass, the
+        :class:`~eqcalc.models.heads.AtomFeatures` the tensor-output heads read; arguments as there.
+        Families with vector features implement it (see :attr:`feature_sizes`)."""
+        raise self._without_vector_features()
+
+    def add_outputs(self, outputs: Sequence[str]) -> None:
+        """Give the model heads for tensor outputs beside the energy: "dipole" (with per-atom
+        charges) and/or "polarizability" (:mod:`eqcalc.models.heads`, freshly initialised).
+        ValueError for an unknown name, for one the model has already, or for a family without
+        vector features."""
+        outputs = tuple(outputs)
+        unknown = [name for name in outputs if name not in RESPONSES]
+        if unknown or len(set(outputs)) != len(outputs):
+            raise ValueError(f"outputs must be distinct names from {list(RESPONSES)}, got {list(outputs)}.")
+        if already := [name for name in outputs if name in self.outputs]:
+            raise ValueError(f"The model already has the outputs {already}.")
+        num_scalars, num_vectors = self.feature_sizes
+        heads = build_heads(outputs, num_scalars, num_vectors).to(device=self.energy_scale.device, dtype=self.dtype)
+        self.output_heads.update(heads)
+        self.outputs = self.outputs + outputs
 
     def atomic_outputs(
         self,
@@ -316,10 +368,38 @@ class AtomisticModel(nn.Module):
         """Per-atom energies (N,) in eV, float64, from what :meth:`prepare` returns: tensor
         operations only (:func:`eqcalc.compilation.compile_model` compiles this)."""
         outputs = self.atomic_outputs(species, edge_index, edge_vectors, batch, num_graphs, tables)
+        return self._energies_from_outputs(outputs, species)
+
+    def _energies_from_outputs(self, outputs: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Raw outputs (N + S,) of the atoms and the appended reference atoms -> (N,) float64 eV."""
         num_atoms = species.shape[0] - self.num_species
         species = species[:num_atoms]
         outputs = outputs[:num_atoms] - outputs[num_atoms:][species]
         return outputs.to(torch.float64) * self.energy_scale.to(torch.float64) + self.element_energies(species)
+
+    def responses(
+        self,
+        numbers: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        batch: torch.Tensor,
+        num_graphs: int,
+    ) -> dict[str, torch.Tensor]:
+        """Per-atom energies and tensor outputs from one pass, arguments as :meth:`forward`:
+        "energies" (N,) eV, and per head (:attr:`outputs`) "charges" (N,) e and "atomic_dipoles"
+        (N, 3) e·Å, or "atomic_polarizabilities" (N, 3, 3) Å³; all float64. The charges are
+        the heads' own, before :func:`eqcalc.properties.structure_responses` makes each
+        structure's sum its total charge."""
+        species, edge_index, edge_vectors, batch, num_graphs, tables = self.prepare(
+            numbers, edge_index, edge_vectors, batch, num_graphs
+        )
+        outputs, features = self.atomic_features(species, edge_index, edge_vectors, batch, num_graphs, tables)
+        results = {"energies": self._energies_from_outputs(outputs, species)}
+        num_atoms = species.shape[0] - self.num_species
+        atoms = AtomFeatures(features.scalars[:num_atoms], features.vectors[:num_atoms])
+        for head in self.output_heads.values():
+            results.update({key: value.to(torch.float64) for key, value in head(atoms).items()})
+        return results
 
     def forward(
         self,

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..nn import GaussianBasis, build_cutoff, mlp, scatter_sum
 from .base import AtomisticModel
+from .heads import AtomFeatures
 from .registry import register_family
 
 
@@ -138,6 +139,16 @@ class EGNN(AtomisticModel):
     def readout_layers(self) -> list[nn.Module]:
         return [self.readout[-1]]
 
+    @property
+    def feature_sizes(self) -> tuple[int, int]:
+        """The features h and one vector, the total displacement Δ (only when a layer moves the atoms)."""
+        if self.num_layers < 2:
+            raise self._without_vector_features()
+        return self.num_features, 1
+
+    def atomic_features(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
+        features, displacements = self.propagate(species, edge_index, edge_vectors)
+        return self.readout(features).squeeze(-1), AtomFeatures(features, displacements[:, :, None])
+
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
-        features, _ = self.propagate(species, edge_index, edge_vectors)
-        return self.readout(features).squeeze(-1)
+        return self.atomic_features(species, edge_index, edge_vectors, batch, num_graphs, tables)[0]

@@ -32,6 +32,8 @@ from ..nn.irreps import (
     FullyConnectedTensorProduct,
     coupling_paths,
     feature_irreps,
+    irrep_channels,
+    irrep_multiplicity,
     irreps_up_to,
 )
 from ..nn.distance_transforms import TRANSFORMS, build_distance_transform
@@ -39,6 +41,7 @@ from ..nn.neighbour_slots import NeighbourSlots
 from ..nn.pair_repulsion import ZBLRepulsion
 from ..nn.tensor_product import ExactCoefficients, path_coefficients
 from .base import AtomisticModel
+from .heads import AtomFeatures
 from .registry import register_family
 
 
@@ -466,8 +469,26 @@ class MACE(AtomisticModel):
     def readout_layers(self) -> list[nn.Module]:
         return [*self.readouts[:-1], self.readouts[-1][-1]]
 
+    @property
+    def feature_sizes(self) -> tuple[int, int]:
+        """The last layer's scalars and the 1o channels of every earlier layer (the last keeps only
+        scalars; none with max_L 0 or one layer)."""
+        num_vectors = sum(irrep_multiplicity(irreps, "1o") for irreps in self.feature_irreps)
+        if not num_vectors:
+            raise self._without_vector_features()
+        return self.num_channels, num_vectors
+
+    def atomic_features(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
+        features = self.node_features(species, edge_index, edge_vectors, tables)
+        vectors = torch.cat([irrep_channels(h, irreps, "1o") for h, irreps in zip(features, self.feature_irreps)], 2)
+        return self._energy_outputs(features, species, edge_index, edge_vectors), AtomFeatures(features[-1], vectors)
+
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
         features = self.node_features(species, edge_index, edge_vectors, tables)
+        return self._energy_outputs(features, species, edge_index, edge_vectors)
+
+    def _energy_outputs(self, features: list[torch.Tensor], species, edge_index, edge_vectors) -> torch.Tensor:
+        """The raw per-atom energy (N,): every layer's readout of its features (:meth:`node_features`)."""
         outputs = sum(readout(h) for readout, h in zip(self.readouts, features)).squeeze(-1)
         if self.repulsion is not None:
             outputs = outputs + self.repulsion(species, edge_index, edge_vectors)

@@ -19,10 +19,13 @@ from ..nn.irreps import (
     EquivariantConvolution,
     feature_irreps,
     gated_nonlinearity,
+    irrep_channels,
+    irrep_multiplicity,
     reachable,
 )
 from ..nn.neighbour_slots import NeighbourSlots
 from .base import AtomisticModel
+from .heads import AtomFeatures
 from .registry import register_family
 
 
@@ -146,6 +149,21 @@ class NequIP(AtomisticModel):
 
     def readout_layers(self) -> list[nn.Module]:
         return [self.readout]
+
+    @property
+    def feature_sizes(self) -> tuple[int, int]:
+        """The 0e and 1o channels of the last layer (none of 1o with lmax 0)."""
+        irreps = self.feature_irreps[-1]
+        num_vectors = irrep_multiplicity(irreps, "1o")
+        if not num_vectors:
+            raise self._without_vector_features()
+        return irrep_multiplicity(irreps, "0e"), num_vectors
+
+    def atomic_features(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
+        features = self.node_features(species, edge_index, edge_vectors, tables)[-1]
+        irreps = self.feature_irreps[-1]
+        scalars, vectors = irrep_channels(features, irreps, "0e")[:, 0], irrep_channels(features, irreps, "1o")
+        return self.readout(features).squeeze(-1), AtomFeatures(scalars, vectors)
 
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
         return self.readout(self.node_features(species, edge_index, edge_vectors, tables)[-1]).squeeze(-1)

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..nn import BesselBasis, build_cutoff, mlp, scatter_sum
 from .base import AtomisticModel
+from .heads import AtomFeatures
 from .registry import register_family
 
 # Added under the square root of ‖V v‖² so the norm has a finite gradient at v = 0
@@ -158,6 +159,13 @@ class PaiNN(AtomisticModel):
     def readout_layers(self) -> list[nn.Module]:
         return [self.readout[-1]]
 
+    @property
+    def feature_sizes(self) -> tuple[int, int]:
+        return self.num_features, self.num_features
+
+    def atomic_features(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
+        scalars, vectors = self.atom_features(species, edge_index, edge_vectors)
+        return self.readout(scalars).squeeze(-1), AtomFeatures(scalars, vectors)
+
     def atomic_outputs(self, species, edge_index, edge_vectors, batch, num_graphs, tables=None):
-        scalars, _ = self.atom_features(species, edge_index, edge_vectors)
-        return self.readout(scalars).squeeze(-1)
+        return self.atomic_features(species, edge_index, edge_vectors, batch, num_graphs, tables)[0]

@@ -24,12 +24,18 @@ def register_family(name: str) -> Callable[[type[AtomisticModel]], type[Atomisti
 
 
 def build_model(family: str, **config: Any) -> AtomisticModel:
-    """Build a model of ``family`` with its constructor arguments (``species``, ``cutoff``, …)."""
+    """Build a model of ``family`` with its constructor arguments (``species``, ``cutoff``, …) and,
+    with ``outputs=["dipole", "polarizability"]`` (either or both), heads for those tensor outputs
+    (:meth:`AtomisticModel.add_outputs`)."""
     try:
         cls = MODEL_FAMILIES[family]
     except KeyError:
         raise ValueError(f"Unknown model family {family!r}; available: {sorted(MODEL_FAMILIES)}.") from None
     if "species" not in config:
         raise ValueError("build_model needs species=[atomic numbers the model must know].")
+    outputs = config.pop("outputs", ())
     with MODEL_SETUP_LOCK.exclusive():  # e3nn modules are fx-traced as they are built
-        return cls(**config)
+        model = cls(**config)
+    if outputs:
+        model.add_outputs(outputs)
+    return model

@@ -52,6 +52,26 @@ def feature_irreps(multiplicity: int, lmax: int, parity: bool = True) -> o3.Irre
     return o3.Irreps(irreps)
 
 
+def irrep_channels(features: torch.Tensor, irreps: o3.Irreps, irrep: str) -> torch.Tensor:
+    """Every channel of one irrep in ``features`` (N, irreps.dim): (N, 2l + 1, total multiplicity),
+    the blocks of that irrep concatenated in order (e3nn's layout: channel-major within a block).
+    For "1o" the components are Cartesian (x, y, z): e3nn's l = 1 Wigner matrix is the rotation itself."""
+    target = o3.Irrep(irrep)
+    blocks = [
+        features[:, block].reshape(features.shape[0], mul, target.dim).transpose(1, 2)
+        for (mul, ir), block in zip(irreps, irreps.slices())
+        if ir == target
+    ]
+    if not blocks:
+        return features.new_zeros((features.shape[0], target.dim, 0))
+    return torch.cat(blocks, dim=2)
+
+
+def irrep_multiplicity(irreps: o3.Irreps, irrep: str) -> int:
+    """Total multiplicity of one irrep in ``irreps``."""
+    return sum(mul for mul, ir in irreps if ir == o3.Irrep(irrep))
+
+
 def irreps_up_to(lmax: int) -> set[o3.Irrep]:
     """Every irrep with l ≤ lmax, both parities."""
     return {o3.Irrep(l, p) for l in range(lmax + 1) for p in (1, -1)}

@@ -19,7 +19,7 @@ from ..calculator import has_stress
 from ..data.graph import atoms_to_graph, batch_graphs
 from ..data.neighbors import neighbour_list
 from ..models.base import AtomisticModel
-from ..properties import compute_properties, edge_vectors
+from ..properties import compute_properties, edge_vectors, structure_responses
 
 
 def evaluate(model: AtomisticModel, atoms: Atoms, stress: bool | None = None) -> dict:
@@ -85,6 +85,39 @@ def symmetry_errors(model: AtomisticModel, atoms: Atoms, num_transforms: int = 1
         if "stress" in reference:
             expected_stress = rotation @ reference["stress"] @ rotation.T
             errors["stress"] = max(errors["stress"], float(np.abs(moved["stress"] - expected_stress).max()))
+    return errors
+
+
+def evaluate_responses(model: AtomisticModel, atoms: Atoms, total_charge: float = 0.0) -> dict:
+    """The tensor outputs of a model with heads (:meth:`AtomisticModel.add_outputs`) for one
+    structure of total charge ``total_charge`` (e): "charges" (N,), "dipole" (3,) e·Å,
+    "polarizability" (3, 3) Å³, those the model has."""
+    graph = atoms_to_graph(atoms, model.cutoff)
+    out = compute_properties(model, graph, forces=False, responses=True)
+    charge = torch.tensor([total_charge], dtype=torch.float64)
+    assembled = structure_responses(out, graph.positions, graph.numbers, graph.batch, 1, charge)
+    return {key: value.detach().numpy() if key == "charges" else value[0].detach().numpy() for key, value in assembled.items()}
+
+
+def response_symmetry_errors(
+    model: AtomisticModel, atoms: Atoms, num_transforms: int = 10, seed: int = 0, total_charge: float = 0.0
+) -> dict:
+    """Largest error of the dipole (e·Å) as a polar vector, μ → R μ, and of the polarisability
+    (Å³) as a rank-2 tensor, α → R α Rᵀ, under random O(3) elements (half of them reflections),
+    translations and atom permutations."""
+    rng = np.random.default_rng(seed)
+    reference = evaluate_responses(model, atoms, total_charge)
+    errors = {key: 0.0 for key in reference if key != "charges"}
+    for k in range(num_transforms):
+        rotation = random_orthogonal(rng, reflection=bool(k % 2))
+        permutation = rng.permutation(len(atoms))
+        moved = transformed(atoms, rotation, rng.normal(scale=3.0, size=3), permutation)
+        result = evaluate_responses(model, moved, total_charge)
+        if "dipole" in errors:
+            errors["dipole"] = max(errors["dipole"], float(np.abs(result["dipole"] - rotation @ reference["dipole"]).max()))
+        if "polarizability" in errors:
+            expected = rotation @ reference["polarizability"] @ rotation.T
+            errors["polarizability"] = max(errors["polarizability"], float(np.abs(result["polarizability"] - expected).max()))
     return errors
 
 

@@ -39,6 +39,9 @@ class ModelSection:
     hyper: dict = _option(
         {}, "family hyper-parameters, e.g. {num_channels: 64}, over the family's training defaults (TRAINING_HYPER)"
     )
+    outputs: list = _option(
+        [], "tensor outputs beside the energy: dipole (with per-atom charges), polarizability (docs/responses.md)"
+    )
 
 
 #: hyper-parameters in which training's defaults differ from the family's own (``build_model``'s):
@@ -57,6 +60,9 @@ RECIPE_WEIGHTS = {
     "molecules": {"energy_weight": 10.0, "forces_weight": 1000.0, "stress_weight": 1e4},
     "materials": {"energy_weight": 100.0, "forces_weight": 100.0, "stress_weight": 1e4},
 }
+#: weights of the tensor-output terms that ``auto`` resolves to where the model predicts them and the
+#: data label them: (e·Å)^-2 and (Å^3)^-2
+RESPONSE_WEIGHTS = {"dipole_weight": 1000.0, "polarizability_weight": 100.0}
 #: with ``stage_two_epoch: auto``, stage two covers the last quarter of the schedule (MACE's SWA start) …
 STAGE_TWO_SHARE = 0.25
 #: … of a schedule of at least this many epochs
@@ -81,6 +87,10 @@ class TrainConfig:
     energy_key: Union[str, None] = _option(None, "info key of the energy (default: ASE results, then REF_energy, energy)")
     forces_key: Union[str, None] = _option(None, "per-atom array of the forces (default: ASE results, then REF_forces, forces)")
     stress_key: Union[str, None] = _option(None, "info key of the stress (default: ASE results, then REF_stress, stress)")
+    dipole_key: Union[str, None] = _option(None, "info key of the dipole, e·Å (default: ASE results, then REF_dipole, dipole)")
+    polarizability_key: Union[str, None] = _option(
+        None, "info key of the polarisability, Å³, 6 (Voigt) or 9 values (default: REF_polarizability, polarizability)"
+    )
     outlier_threshold: Union[float, None] = _option(
         50.0, "refuse frames whose energy or forces lie this many robust σ from the rest (null: no check)"
     )
@@ -115,6 +125,13 @@ class TrainConfig:
     )
     stress_weight: Union[float, Literal["auto"]] = _option(
         "auto", "weight of the stress-component MSE, (eV/Å^3)^-2; auto = 1e4, 0 without stress labels"
+    )
+    dipole_weight: Union[float, Literal["auto"]] = _option(
+        "auto", "weight of the dipole-component MSE, (e·Å)^-2; auto = 1000 where model.outputs has dipole, else 0"
+    )
+    polarizability_weight: Union[float, Literal["auto"]] = _option(
+        "auto", "weight of the polarisability-component MSE, (Å^3)^-2; auto = 100 where model.outputs has "
+        "polarizability, else 0"
     )
     stage_two_epoch: Union[int, None, Literal["auto"]] = _option(
         "auto", "from this epoch on (counted from 0) use the stage-two weights; the best model is chosen among those "
@@ -221,10 +238,16 @@ class TrainConfig:
         for name, ok, wanted in rules:
             if not ok:
                 raise ValueError(f"{name} must be {wanted}.")
-        for name in ("energy_weight", "forces_weight", "stress_weight", "stage_two_energy_weight",
+        for name in ("energy_weight", "forces_weight", "stress_weight", "dipole_weight", "polarizability_weight",
+                     "stage_two_energy_weight",
                      "stage_two_forces_weight", "weight_decay", "warmup_epochs"):
             if getattr(self, name) != "auto" and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0.")
+        for quantity in ("dipole", "polarizability"):
+            weight = getattr(self, f"{quantity}_weight")
+            if weight != "auto" and weight > 0 and quantity not in self.model.outputs:
+                raise ValueError(f"{quantity}_weight is {weight:g}, but the model does not predict the {quantity}; add "
+                                 f"{quantity} to model.outputs, or drop {quantity}_weight.")
         if self.train is None:
             raise ValueError("No training data: set train: FILE in the config or pass --train FILE.")
         if self.resume and self.overwrite:
@@ -243,14 +266,17 @@ class TrainConfig:
 
 def with_recipe_weights(config: TrainConfig, structures: Sequence[LabelledStructure]) -> TrainConfig:
     """``config`` with each ``auto`` loss weight replaced by the recipe's (:data:`RECIPE_WEIGHTS`) for these
-    training structures, "materials" if any is periodic, else "molecules"; 0 for a label none of them has."""
-    recipe = RECIPE_WEIGHTS["materials" if any(s.pbc.any() for s in structures) else "molecules"]
+    training structures, "materials" if any is periodic, else "molecules"; the tensor outputs' weights
+    (:data:`RESPONSE_WEIGHTS`) where ``model.outputs`` names them; 0 for a label none of them has."""
+    recipe = dict(RECIPE_WEIGHTS["materials" if any(s.pbc.any() for s in structures) else "molecules"])
+    recipe.update({name: weight for name, weight in RESPONSE_WEIGHTS.items()
+                   if name.removesuffix("_weight") in config.model.outputs})
     resolved = {}
-    for name, weight in recipe.items():
+    for name in (*RECIPE_WEIGHTS["molecules"], *RESPONSE_WEIGHTS):
         if getattr(config, name) == "auto":
             quantity = name.removesuffix("_weight")
             labelled = any(getattr(s, quantity) is not None for s in structures)
-            resolved[name] = weight if labelled else 0.0
+            resolved[name] = recipe[name] if labelled and name in recipe else 0.0
     return dataclasses.replace(config, **resolved)
 
 
@@ -269,15 +295,17 @@ def _check_model_builds(section: ModelSection, source: str) -> None:
         raise ValueError(f"{source}: model.family: unknown family {section.family!r}; available: {sorted(MODEL_FAMILIES)}.")
     try:
         with AllocationLimit(MODEL_CHECK_ELEMENTS):
-            build_model(section.family, species=[1], cutoff=section.cutoff, **training_hyper(section))
+            build_model(section.family, species=[1], cutoff=section.cutoff, outputs=section.outputs,
+                        **training_hyper(section))
     except (ValueError, TypeError, RuntimeError) as err:
         known = [name for name in inspect.signature(MODEL_FAMILIES[section.family]).parameters if name != "species"]
         unknown = [key for key in section.hyper if key not in known]
         close = difflib.get_close_matches(unknown[0], known, n=1) if unknown else []
         hint = f" Did you mean {close[0]!r} for {unknown[0]!r}?" if close else ""
         raise ValueError(
-            f"{source}: model: the {section.family} family cannot be built with cutoff {section.cutoff} and hyper "
-            f"{section.hyper} ({err}).{hint} Check the names and values against docs/models.md."
+            f"{source}: model: the {section.family} family cannot be built with cutoff {section.cutoff}, hyper "
+            f"{section.hyper} and outputs {section.outputs} ({err}).{hint} Check the names and values against "
+            f"docs/models.md."
         ) from None
 
 
@@ -440,6 +468,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         "--hyper", dest="model_hyper", default=argparse.SUPPRESS, metavar="YAML",
         help="model hyper-parameters as a YAML mapping, merged into model.hyper: '{num_features: 32}'",
     )
+    parser.add_argument(
+        "--outputs", dest="model_outputs", nargs="+", default=argparse.SUPPRESS, metavar="NAME",
+        help="tensor outputs beside the energy (model.outputs): dipole, polarizability",
+    )
 
 
 NULL_WORDS = ("null", "none", "~")
@@ -475,6 +507,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if not isinstance(hyper, dict):
             raise ValueError(f"--hyper: expected a YAML mapping like '{{num_features: 32}}', got {args.model_hyper!r}.")
         model["hyper"] = hyper
+    if hasattr(args, "model_outputs"):
+        model["outputs"] = list(args.model_outputs)
     if model:
         overrides["model"] = model
     return load_config(getattr(args, "config", None), overrides)

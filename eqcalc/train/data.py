@@ -43,11 +43,17 @@ def check_weighted_labels(structures: list[LabelledStructure], config: TrainConf
                 f"No training structure has {quantity} labels but {quantity}_weight is {weight}. Name the label "
                 f"with --{quantity}-key, or set --{quantity}-weight 0 to train without it."
             )
+    for quantity in config.model.outputs:
+        if all(getattr(s, quantity) is None for s in structures):
+            raise ValueError(
+                f"model.outputs has {quantity}, but no training structure has a {quantity} label. Name it with "
+                f"{quantity}_key (--{quantity}-key), or remove {quantity} from model.outputs."
+            )
 
 
 def load_training_data(config: TrainConfig) -> TrainingData:
     """Read the files, hold out a seeded validation part when no validation file is given, build graphs."""
-    keys = LabelKeys(config.energy_key, config.forces_key, config.stress_key)
+    keys = LabelKeys(config.energy_key, config.forces_key, config.stress_key, config.dipole_key, config.polarizability_key)
 
     def read(path: str) -> list[LabelledStructure]:
         structures = read_structures(path, keys)

@@ -12,17 +12,20 @@ from ..data.dataset import GraphDataset
 from ..data.graph import stress_defined
 from ..data.labels import Labels, collate
 from ..models.base import AtomisticModel
-from ..properties import compute_properties
+from ..properties import compute_properties, structure_responses
 from .metrics import ErrorAccumulator
 
 
 @dataclass
 class Prediction:
-    """A model's prediction for one structure: energy eV, forces (N, 3) eV/Å, stress (3, 3) eV/Å³ or None."""
+    """A model's prediction for one structure: energy eV, forces (N, 3) eV/Å, stress (3, 3) eV/Å³ or None;
+    for a model with tensor outputs, dipole (3,) e·Å and polarisability (3, 3) Å³ (else None)."""
 
     energy: float
     forces: np.ndarray
     stress: np.ndarray | None
+    dipole: np.ndarray | None = None
+    polarizability: np.ndarray | None = None
 
 
 def wants_stress(labels: Labels) -> bool:
@@ -32,20 +35,27 @@ def wants_stress(labels: Labels) -> bool:
 def predict(
     model: AtomisticModel, dataset: GraphDataset, *, batch_size: int = 16, device: str | torch.device = "cpu"
 ) -> list[Prediction]:
-    """Per-structure predictions (in dataset order); stress only for batches with stress labels or a cell."""
+    """Per-structure predictions (in dataset order); stress only for batches with stress labels or a cell;
+    the model's tensor outputs (dipole of non-periodic structures only)."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     predictions = []
     for graph, labels in loader:
         periodic = [stress_defined(cell, pbc) for cell, pbc in zip(graph.cell.numpy(), graph.pbc.numpy())]
         graph = graph.to(device)
         stress = wants_stress(labels) or any(periodic)
-        out = {k: v.detach().cpu().numpy() for k, v in compute_properties(model, graph, stress=stress).items()}
+        out = compute_properties(model, graph, stress=stress, responses=bool(model.outputs))
+        if model.outputs:
+            out.update(structure_responses(out, graph.positions, graph.numbers, graph.batch, graph.num_graphs,
+                                           labels.charge.to(device)))
+        out = {k: v.detach().cpu().numpy() for k, v in out.items()}
         atom_offsets = np.concatenate([[0], np.cumsum(labels.num_atoms.numpy())])
         for k in range(graph.num_graphs):
             atoms = slice(atom_offsets[k], atom_offsets[k + 1])
-            predictions.append(
-                Prediction(float(out["energy"][k]), out["forces"][atoms], out["stress"][k] if periodic[k] else None)
-            )
+            predictions.append(Prediction(
+                float(out["energy"][k]), out["forces"][atoms], out["stress"][k] if periodic[k] else None,
+                dipole=out["dipole"][k] if "dipole" in out and not periodic[k] else None,
+                polarizability=out["polarizability"][k] if "polarizability" in out else None,
+            ))
     return predictions
 
 
@@ -54,8 +64,9 @@ def _as_batch(prediction: Prediction) -> dict[str, torch.Tensor]:
         "energy": torch.tensor([prediction.energy], dtype=torch.float64),
         "forces": torch.as_tensor(prediction.forces),
     }
-    if prediction.stress is not None:
-        result["stress"] = torch.as_tensor(prediction.stress)[None]
+    for name in ("stress", "dipole", "polarizability"):
+        if getattr(prediction, name) is not None:
+            result[name] = torch.as_tensor(getattr(prediction, name))[None]
     return result
 
 
@@ -86,17 +97,27 @@ TABLE_COLUMNS = [
     ("s_mae", "σ MAE", "{:.4f}"),
     ("s_rmse", "σ RMSE", "{:.4f}"),
 ]
+#: columns shown only where some group has those labels and predictions
+RESPONSE_COLUMNS = [
+    ("mu_mae", "μ MAE", "{:.2f}"),
+    ("mu_rmse", "μ RMSE", "{:.2f}"),
+    ("alpha_mae", "α MAE", "{:.4f}"),
+    ("alpha_rmse", "α RMSE", "{:.4f}"),
+]
 
 
 def format_error_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     """Text table of {file: grouped_errors(...)}; E in meV/atom (and meV per structure), F in meV/Å,
-    σ in GPa; '-' = no labels."""
-    rows = [["data / config_type"] + [title for _, title, _ in TABLE_COLUMNS]]
+    σ in GPa, μ in me·Å, α in Å³ (μ and α only where evaluated); '-' = no labels."""
+    summaries = [summary for groups in results.values() for summary in groups.values()]
+    columns = TABLE_COLUMNS + [column for column in RESPONSE_COLUMNS
+                               if any(not np.isnan(summary[column[0]]) for summary in summaries)]
+    rows = [["data / config_type"] + [title for _, title, _ in columns]]
     for file, groups in results.items():
         for group, summary in groups.items():
             name = file if group == "all" else f"  {group}"
             cells = []
-            for key, _title, fmt in TABLE_COLUMNS:
+            for key, _title, fmt in columns:
                 value = summary[key]
                 cells.append("-" if isinstance(value, float) and np.isnan(value) else fmt.format(value))
             rows.append([name] + cells)
@@ -104,5 +125,6 @@ def format_error_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     lines.insert(1, "-" * len(lines[0]))
     lines.append("units: E meV/atom (ME: mean signed error, predicted − reference), E/str meV per structure "
-                 "(per molecule), F meV/Å (per component), σ GPa (per component)")
+                 "(per molecule), F meV/Å (per component), σ GPa (per component)"
+                 + (", μ me·Å, α Å³ (per component)" if len(columns) > len(TABLE_COLUMNS) else ""))
     return "\n".join(lines)

@@ -15,7 +15,7 @@ Rules (see docs/finetuning.md):
 from __future__ import annotations
 
 import difflib
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 from ase.data import chemical_symbols
@@ -37,7 +37,8 @@ ARCHITECTURE_KEYS = ("species", "cutoff", "avg_num_neighbors")
 
 
 def base_model_section(payload: dict, given: dict[str, Any], source: str) -> dict[str, Any]:
-    """The ``model:`` section a fine-tuning run uses: the file's family, cutoff and hyper.
+    """The ``model:`` section a fine-tuning run uses: the file's family, cutoff and hyper, and its
+    tensor outputs plus any more that ``given`` names (those get new heads, :func:`model_from_base`).
 
     Args:
         payload: the base model file's dict.
@@ -49,9 +50,12 @@ def base_model_section(payload: dict, given: dict[str, Any], source: str) -> dic
     section = {
         "family": payload["family"],
         "cutoff": float(config["cutoff"]),
-        "hyper": {k: v for k, v in config.items() if k not in ARCHITECTURE_KEYS},
+        "hyper": {k: v for k, v in config.items() if k not in (*ARCHITECTURE_KEYS, "outputs")},
+        "outputs": list(given.get("outputs") or config.get("outputs", [])),
     }
     clashes = []
+    if dropped := [name for name in config.get("outputs", []) if name not in section["outputs"]]:
+        clashes.append(f"model.outputs: {section['outputs']} (file: {config['outputs']}; {dropped} cannot be dropped)")
     for key in ("family", "cutoff"):
         if key in given and given[key] != section[key]:
             clashes.append(f"model.{key}: {given[key]!r} (file: {section[key]!r})")
@@ -99,12 +103,15 @@ def freeze_parameters(model: AtomisticModel, prefixes: list[str]) -> list[str]:
     return frozen
 
 
-def model_from_base(payload: dict, species: list[int], refitted_e0: dict[int, float] | None, source: str) -> AtomisticModel:
+def model_from_base(
+    payload: dict, species: list[int], refitted_e0: dict[int, float] | None, source: str, outputs: Sequence[str] = ()
+) -> AtomisticModel:
     """The base model, with the E0 (eV) of the elements in ``refitted_e0`` (atomic number → eV)
     replaced where given; the other elements keep theirs.
 
     Args:
         species: every element of the data the run trains on (training and replay frames).
+        outputs: tensor outputs the run trains; new heads for those the base model lacks.
     Raises:
         ValueError naming the elements of ``species`` that the base model lacks.
     """
@@ -122,4 +129,6 @@ def model_from_base(payload: dict, species: list[int], refitted_e0: dict[int, fl
         with torch.no_grad():
             for z, e0 in refitted_e0.items():
                 values[model.species.index(z)] = e0
+    if added := [name for name in outputs if name not in model.outputs]:
+        model.add_outputs(added)
     return model

@@ -1,6 +1,8 @@
-"""Weighted loss on energy per atom, force components and stress components.
+"""Weighted loss on energy per atom, force components and stress components (and, for models
+with tensor outputs, dipole and polarisability components).
 
     L = w_E Σ_k ρ((Ê_k − E_k)/N_k) / n_E  +  w_F Σ_ia ρ(F̂_ia − F_ia) / n_F  +  w_σ Σ_kab ρ(σ̂_kab − σ_kab) / n_σ
+        + w_μ Σ_ka ρ(μ̂_ka − μ_ka) / n_μ  +  w_α Σ_kab ρ(α̂_kab − α_kab) / n_α
 
 with ρ(x) = x² (MSE) or the Huber function, and each sum over labelled entries only
 (masks, never zero-filled labels). n_E, n_F, n_σ are the numbers of labelled entries; with
@@ -16,19 +18,22 @@ import torch
 
 from ..data.labels import Labels
 
-TERMS = ("energy", "forces", "stress")
+TERMS = ("energy", "forces", "stress", "dipole", "polarizability")
 
 
 def label_counts(labels: Labels) -> torch.Tensor:
-    """(3,) float64 numbers of labelled energy, force-component and stress-component entries."""
+    """(len(TERMS),) float64 numbers of labelled energy, force-, stress-, dipole- and
+    polarisability-component entries."""
     return torch.stack(
-        [labels.has_energy.sum(), 3 * labels.has_forces.sum(), 9 * labels.has_stress.sum()]
+        [labels.has_energy.sum(), 3 * labels.has_forces.sum(), 9 * labels.has_stress.sum(),
+         3 * labels.has_dipole.sum(), 9 * labels.has_polarizability.sum()]
     ).to(torch.float64)
 
 
 def masked_errors(predicted: dict[str, torch.Tensor], labels: Labels) -> dict[str, torch.Tensor]:
     """Errors (prediction − label) of the labelled entries only, flattened:
-    energy per atom (eV/atom), force components (eV/Å), stress components (eV/Å³)."""
+    energy per atom (eV/atom), force components (eV/Å), stress components (eV/Å³), dipole
+    components (e·Å), polarisability components (Å³): those predicted."""
     errors = {}
     per_atom = (predicted["energy"] - labels.energy) / labels.num_atoms
     errors["energy"] = per_atom[labels.has_energy]
@@ -36,6 +41,10 @@ def masked_errors(predicted: dict[str, torch.Tensor], labels: Labels) -> dict[st
         errors["forces"] = (predicted["forces"] - labels.forces)[labels.has_forces].reshape(-1)
     if "stress" in predicted:
         errors["stress"] = (predicted["stress"] - labels.stress)[labels.has_stress].reshape(-1)
+    if "dipole" in predicted:
+        errors["dipole"] = (predicted["dipole"] - labels.dipole)[labels.has_dipole].reshape(-1)
+    if "polarizability" in predicted:
+        errors["polarizability"] = (predicted["polarizability"] - labels.polarizability)[labels.has_polarizability].reshape(-1)
     return errors
 
 
@@ -46,6 +55,8 @@ class WeightedLoss:
     energy_weight: float = 1.0
     forces_weight: float = 10.0
     stress_weight: float = 1.0
+    dipole_weight: float = 0.0
+    polarizability_weight: float = 0.0
     kind: str = "mse"
     huber_delta: float = 0.01
 
@@ -54,7 +65,8 @@ class WeightedLoss:
             raise ValueError(f"loss must be 'mse' or 'huber', got {self.kind!r}.")
 
     def weights(self) -> dict[str, float]:
-        return {"energy": self.energy_weight, "forces": self.forces_weight, "stress": self.stress_weight}
+        return {"energy": self.energy_weight, "forces": self.forces_weight, "stress": self.stress_weight,
+                "dipole": self.dipole_weight, "polarizability": self.polarizability_weight}
 
     def penalty(self, errors: torch.Tensor) -> torch.Tensor:
         if self.kind == "mse":
@@ -63,7 +75,7 @@ class WeightedLoss:
         return torch.nn.functional.huber_loss(errors, zeros, reduction="sum", delta=self.huber_delta)
 
     def term_sums(self, predicted: dict[str, torch.Tensor], labels: Labels) -> torch.Tensor:
-        """(3,) float64 Σ ρ(error) of the energy, force and stress terms (0 where not predicted)."""
+        """(len(TERMS),) float64 Σ ρ(error) of each term (0 where not predicted)."""
         errors = masked_errors(predicted, labels)
         zero = predicted["energy"].new_zeros(())
         return torch.stack([self.penalty(errors[term]) if term in errors else zero for term in TERMS])
@@ -83,7 +95,7 @@ class WeightedLoss:
         """Scalar loss (float64).
 
         Args:
-            counts: (3,) normalisers n_E, n_F, n_σ (default: this batch's label counts).
+            counts: (len(TERMS),) normalisers n_E, n_F, n_σ, n_μ, n_α (default: this batch's label counts).
             scale: multiplies the result (the number of processes when ``counts`` are global).
         """
         counts = label_counts(labels) if counts is None else counts

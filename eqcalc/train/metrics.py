@@ -1,7 +1,7 @@
 """Error statistics (MAE, RMSE) accumulated over batches, in the units people report.
 
 Energy per atom in meV/atom, energy per structure in meV, force components in meV/Å,
-stress components in GPa.
+stress components in GPa, dipole components in me·Å (milli-e·Å), polarisability components in Å³.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ QUANTITIES = {
     "e_total": (1000.0, "meV"),
     "f": (1000.0, "meV/Å"),
     "s": (1.0 / GPa, "GPa"),
+    "mu": (1000.0, "me·Å"),
+    "alpha": (1.0, "Å³"),
 }
 
 
@@ -33,7 +35,8 @@ class ErrorAccumulator:
     def update(self, predicted: dict[str, torch.Tensor], labels: Labels) -> None:
         errors = masked_errors({k: v.detach() for k, v in predicted.items()}, labels)
         errors["e_total"] = (predicted["energy"].detach() - labels.energy)[labels.has_energy]
-        by_key = {"e": errors["energy"], "e_total": errors["e_total"], "f": errors.get("forces"), "s": errors.get("stress")}
+        by_key = {"e": errors["energy"], "e_total": errors["e_total"], "f": errors.get("forces"), "s": errors.get("stress"),
+                  "mu": errors.get("dipole"), "alpha": errors.get("polarizability")}
         for row, key in enumerate(QUANTITIES):
             values = by_key[key]
             if values is not None and values.numel():

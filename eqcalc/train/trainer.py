@@ -29,7 +29,7 @@ from ..inference import inference_model
 from ..models.base import AtomisticModel
 from ..models.io import load_model, model_from_payload, model_payload, read_model_file, resolve_dtype, save_model
 from ..models.registry import MODEL_FAMILIES, build_model
-from ..properties import compute_properties
+from ..properties import compute_properties, structure_responses
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import DEFAULT_EPOCHS, STAGE_TWO_MIN_EPOCHS, STAGE_TWO_SHARE, TrainConfig, training_hyper, with_recipe_weights
 from .data import TrainingData, load_training_data
@@ -37,7 +37,7 @@ from .distributed import DistributedContext, init_distributed
 from .ema import ExponentialMovingAverage
 from .evaluate import format_error_table, grouped_errors, predict
 from .finetune import freeze_parameters, model_from_base, resolve_freeze
-from .loss import WeightedLoss, label_counts
+from .loss import TERMS, WeightedLoss, label_counts
 from .metrics import ErrorAccumulator
 from .replay import ReplaySampler
 from .run_folder import (
@@ -54,7 +54,8 @@ METRICS_NAME = "metrics.csv"
 METRICS_COLUMNS = [
     "epoch", "lr", "train_loss", "valid_loss",
     "valid_e_mae_meV_atom", "valid_e_rmse_meV_atom", "valid_f_mae_meV_A", "valid_f_rmse_meV_A",
-    "valid_s_mae_GPa", "valid_s_rmse_GPa", "seconds",
+    "valid_s_mae_GPa", "valid_s_rmse_GPa", "valid_mu_mae_me_A", "valid_mu_rmse_me_A",
+    "valid_alpha_mae_A3", "valid_alpha_rmse_A3", "seconds",
 ]
 #: the files of a run that --overwrite removes before a new run starts in the folder
 RUN_FILES = [CHECKPOINT_NAME, BEST_MODEL_NAME, METRICS_NAME, LOG_NAME, CONFIG_NAME, SPLITS_NAME, PLOT_NAME]
@@ -96,7 +97,8 @@ def build_family_model(config: TrainConfig, model_kwargs: dict) -> AtomisticMode
     if clash:
         raise ValueError(f"model.hyper: {clash} are set from the data or model.cutoff; remove them from hyper.")
     try:
-        return build_model(family, cutoff=config.model.cutoff, **model_kwargs, **training_hyper(config.model))
+        return build_model(family, cutoff=config.model.cutoff, outputs=config.model.outputs, **model_kwargs,
+                           **training_hyper(config.model))
     except TypeError as err:
         raise ValueError(f"model.hyper: {err}. Check the {family} hyper-parameter names.") from err
 
@@ -225,7 +227,7 @@ class Trainer:
                 energy_scale=1.0, avg_num_neighbors=1.0,  # both kept from the base model
             )
             refitted = dict(zip(statistics.species, statistics.atomic_energies))
-        model = model_from_base(read_model_file(config.init_from), species, refitted, config.init_from)
+        model = model_from_base(read_model_file(config.init_from), species, refitted, config.init_from, config.model.outputs)
         e0 = "kept from the base model" if refitted is None else f"re-fitted ({statistics.atomic_energies_source})"
         self.log(f"Fine-tuning {config.init_from} ({model.family}): reference energies {e0}; energy scale "
                  f"{float(model.energy_scale):.6g} eV and average neighbours {model.avg_num_neighbors:.4f} kept.")
@@ -287,7 +289,8 @@ class Trainer:
         stage_two = self.stage_two_start is not None and epoch >= self.stage_two_start
         energy = config.stage_two_energy_weight if stage_two else config.energy_weight
         forces = config.stage_two_forces_weight if stage_two else config.forces_weight
-        return WeightedLoss(energy, forces, config.stress_weight, config.loss, config.huber_delta)
+        return WeightedLoss(energy, forces, config.stress_weight, config.dipole_weight, config.polarizability_weight,
+                            config.loss, config.huber_delta)
 
     def compute_gradients(self, graph: AtomicGraph, labels: Labels) -> torch.Tensor:
         """Loss of one (per-process) batch and its gradient, averaged over processes.
@@ -300,13 +303,21 @@ class Trainer:
         counts = self.context.all_reduce_sum(label_counts(labels))
         stress = self.config.stress_weight > 0 and bool(labels.has_stress.any())
         self.optimizer.zero_grad(set_to_none=True)
-        predicted = compute_properties(
-            self.model, graph, forces=self.loss_fn.forces_weight > 0, stress=stress, training=True
-        )
+        predicted = self._predict(graph, labels, forces=self.loss_fn.forces_weight > 0, stress=stress, training=True)
         loss = self.loss_fn(predicted, labels, counts, scale=self.context.world_size)
         loss.backward()
         self.context.average_gradients(self.model)
         return loss.detach()
+
+    def _predict(self, graph: AtomicGraph, labels: Labels, **options) -> dict[str, torch.Tensor]:
+        """:func:`compute_properties` of the batch (``options`` as there) and, for a model with tensor
+        outputs, its structures' dipoles and polarisabilities (:func:`structure_responses`)."""
+        predicted = compute_properties(self.model, graph, responses=bool(self.model.outputs), **options)
+        if self.model.outputs:
+            predicted.update(structure_responses(
+                predicted, graph.positions, graph.numbers, graph.batch, graph.num_graphs, labels.charge
+            ))
+        return predicted
 
     def train_step(self, graph: AtomicGraph, labels: Labels) -> torch.Tensor:
         """One optimiser step (gradients, clipping, AdamW, EMA); returns this process's loss share."""
@@ -361,12 +372,12 @@ class Trainer:
     def validate(self) -> tuple[float, dict[str, float]]:
         """(loss, error summary) of the validation set with the averaged (EMA) weights."""
         self.model.eval()
-        sums = torch.zeros(3, dtype=torch.float64)
-        counts = torch.zeros(3, dtype=torch.float64)
+        sums = torch.zeros(len(TERMS), dtype=torch.float64)
+        counts = torch.zeros(len(TERMS), dtype=torch.float64)
         errors = ErrorAccumulator()
         for graph, labels in self.valid_loader:
             graph, labels = graph.to(self.device), labels.to(self.device)
-            predicted = compute_properties(self.model, graph, forces=True, stress=bool(labels.has_stress.any()))
+            predicted = self._predict(graph, labels, forces=True, stress=bool(labels.has_stress.any()))
             predicted = {k: v.detach() for k, v in predicted.items()}
             sums += self.loss_fn.term_sums(predicted, labels).cpu()
             counts += label_counts(labels).cpu()
@@ -544,6 +555,10 @@ class Trainer:
             "valid_f_rmse_meV_A": errors["f_rmse"],
             "valid_s_mae_GPa": errors["s_mae"],
             "valid_s_rmse_GPa": errors["s_rmse"],
+            "valid_mu_mae_me_A": errors["mu_mae"],
+            "valid_mu_rmse_me_A": errors["mu_rmse"],
+            "valid_alpha_mae_A3": errors["alpha_mae"],
+            "valid_alpha_rmse_A3": errors["alpha_rmse"],
             "seconds": round(seconds, 3),
         }
 
@@ -555,6 +570,8 @@ class Trainer:
             ("valid_e_mae_meV_atom", "E", "meV/atom", 3),
             ("valid_f_mae_meV_A", "F", "meV/Å", 2),
             ("valid_s_mae_GPa", "σ", "GPa", 4),
+            ("valid_mu_mae_me_A", "μ", "me·Å", 2),
+            ("valid_alpha_mae_A3", "α", "Å³", 4),
         ):
             if not math.isnan(row[key]):
                 line += f"  {name} {row[key]:.{digits}f} {unit}"
