@@ -101,6 +101,20 @@ def compute_properties(
     return results
 
 
+def compute_properties_and_responses(
+    model: AtomisticModel, graph: AtomicGraph, total_charge: torch.Tensor | None = None, **options
+) -> dict[str, torch.Tensor]:
+    """:func:`compute_properties` (``options`` as there) and, for a model with tensor outputs, each
+    structure's "charges", "dipole" and "polarizability" (:func:`structure_responses`, with the
+    structures' total charges ``total_charge`` (B,) e, default neutral)."""
+    results = compute_properties(model, graph, responses=bool(model.outputs), **options)
+    if model.outputs:
+        results.update(structure_responses(
+            results, graph.positions, graph.numbers, graph.batch, graph.num_graphs, total_charge
+        ))
+    return results
+
+
 _MASSES = torch.as_tensor(atomic_masses, dtype=torch.float64)
 
 

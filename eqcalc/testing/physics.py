@@ -19,7 +19,7 @@ from ..calculator import has_stress
 from ..data.graph import atoms_to_graph, batch_graphs
 from ..data.neighbors import neighbour_list
 from ..models.base import AtomisticModel
-from ..properties import compute_properties, edge_vectors, structure_responses
+from ..properties import compute_properties, compute_properties_and_responses, edge_vectors
 
 
 def evaluate(model: AtomisticModel, atoms: Atoms, stress: bool | None = None) -> dict:
@@ -69,16 +69,23 @@ def transformed(atoms: Atoms, rotation: np.ndarray, translation: np.ndarray, per
     return moved
 
 
-def symmetry_errors(model: AtomisticModel, atoms: Atoms, num_transforms: int = 10, seed: int = 0) -> dict:
-    """Largest |ΔE| (eV), force error (eV/Å) and stress error (eV/Å³) under random
-    O(3) elements (half of them reflections), translations and atom permutations."""
+def random_transforms(atoms: Atoms, num_transforms: int, seed: int):
+    """Yield ``num_transforms`` (rotation (3, 3), permutation (N,), transformed copy of ``atoms``):
+    seeded random O(3) elements (every second one a reflection), translations and atom orders."""
     rng = np.random.default_rng(seed)
-    reference = evaluate(model, atoms)
-    errors = {"energy": 0.0, "forces": 0.0, "stress": 0.0}
     for k in range(num_transforms):
         rotation = random_orthogonal(rng, reflection=bool(k % 2))
         permutation = rng.permutation(len(atoms))
-        moved = evaluate(model, transformed(atoms, rotation, rng.normal(scale=3.0, size=3), permutation))
+        yield rotation, permutation, transformed(atoms, rotation, rng.normal(scale=3.0, size=3), permutation)
+
+
+def symmetry_errors(model: AtomisticModel, atoms: Atoms, num_transforms: int = 10, seed: int = 0) -> dict:
+    """Largest |ΔE| (eV), force error (eV/Å) and stress error (eV/Å³) under random
+    O(3) elements (half of them reflections), translations and atom permutations."""
+    reference = evaluate(model, atoms)
+    errors = {"energy": 0.0, "forces": 0.0, "stress": 0.0}
+    for rotation, permutation, moved_atoms in random_transforms(atoms, num_transforms, seed):
+        moved = evaluate(model, moved_atoms)
         errors["energy"] = max(errors["energy"], abs(moved["energy"] - reference["energy"]))
         expected_forces = reference["forces"][permutation] @ rotation.T
         errors["forces"] = max(errors["forces"], float(np.abs(moved["forces"] - expected_forces).max(initial=0)))
@@ -92,11 +99,10 @@ def evaluate_responses(model: AtomisticModel, atoms: Atoms, total_charge: float 
     """The tensor outputs of a model with heads (:meth:`AtomisticModel.add_outputs`) for one
     structure of total charge ``total_charge`` (e): "charges" (N,), "dipole" (3,) e·Å,
     "polarizability" (3, 3) Å³, those the model has."""
-    graph = atoms_to_graph(atoms, model.cutoff)
-    out = compute_properties(model, graph, forces=False, responses=True)
     charge = torch.tensor([total_charge], dtype=torch.float64)
-    assembled = structure_responses(out, graph.positions, graph.numbers, graph.batch, 1, charge)
-    return {key: value.detach().numpy() if key == "charges" else value[0].detach().numpy() for key, value in assembled.items()}
+    out = compute_properties_and_responses(model, atoms_to_graph(atoms, model.cutoff), charge, forces=False)
+    return {key: out[key].detach().numpy() if key == "charges" else out[key][0].detach().numpy()
+            for key in ("charges", "dipole", "polarizability") if key in out}
 
 
 def response_symmetry_errors(
@@ -105,13 +111,9 @@ def response_symmetry_errors(
     """Largest error of the dipole (e·Å) as a polar vector, μ → R μ, and of the polarisability
     (Å³) as a rank-2 tensor, α → R α Rᵀ, under random O(3) elements (half of them reflections),
     translations and atom permutations."""
-    rng = np.random.default_rng(seed)
     reference = evaluate_responses(model, atoms, total_charge)
     errors = {key: 0.0 for key in reference if key != "charges"}
-    for k in range(num_transforms):
-        rotation = random_orthogonal(rng, reflection=bool(k % 2))
-        permutation = rng.permutation(len(atoms))
-        moved = transformed(atoms, rotation, rng.normal(scale=3.0, size=3), permutation)
+    for rotation, _, moved in random_transforms(atoms, num_transforms, seed):
         result = evaluate_responses(model, moved, total_charge)
         if "dipole" in errors:
             errors["dipole"] = max(errors["dipole"], float(np.abs(result["dipole"] - rotation @ reference["dipole"]).max()))

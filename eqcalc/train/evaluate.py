@@ -12,7 +12,7 @@ from ..data.dataset import GraphDataset
 from ..data.graph import stress_defined
 from ..data.labels import Labels, collate
 from ..models.base import AtomisticModel
-from ..properties import compute_properties, structure_responses
+from ..properties import compute_properties_and_responses
 from .metrics import ErrorAccumulator
 
 
@@ -43,10 +43,7 @@ def predict(
         periodic = [stress_defined(cell, pbc) for cell, pbc in zip(graph.cell.numpy(), graph.pbc.numpy())]
         graph = graph.to(device)
         stress = wants_stress(labels) or any(periodic)
-        out = compute_properties(model, graph, stress=stress, responses=bool(model.outputs))
-        if model.outputs:
-            out.update(structure_responses(out, graph.positions, graph.numbers, graph.batch, graph.num_graphs,
-                                           labels.charge.to(device)))
+        out = compute_properties_and_responses(model, graph, labels.charge.to(device), stress=stress)
         out = {k: v.detach().cpu().numpy() for k, v in out.items()}
         atom_offsets = np.concatenate([[0], np.cumsum(labels.num_atoms.numpy())])
         for k in range(graph.num_graphs):

@@ -29,7 +29,7 @@ from ..inference import inference_model
 from ..models.base import AtomisticModel
 from ..models.io import load_model, model_from_payload, model_payload, read_model_file, resolve_dtype, save_model
 from ..models.registry import MODEL_FAMILIES, build_model
-from ..properties import compute_properties, structure_responses
+from ..properties import compute_properties_and_responses
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import DEFAULT_EPOCHS, STAGE_TWO_MIN_EPOCHS, STAGE_TWO_SHARE, TrainConfig, training_hyper, with_recipe_weights
 from .data import TrainingData, load_training_data
@@ -303,21 +303,13 @@ class Trainer:
         counts = self.context.all_reduce_sum(label_counts(labels))
         stress = self.config.stress_weight > 0 and bool(labels.has_stress.any())
         self.optimizer.zero_grad(set_to_none=True)
-        predicted = self._predict(graph, labels, forces=self.loss_fn.forces_weight > 0, stress=stress, training=True)
+        predicted = compute_properties_and_responses(
+            self.model, graph, labels.charge, forces=self.loss_fn.forces_weight > 0, stress=stress, training=True
+        )
         loss = self.loss_fn(predicted, labels, counts, scale=self.context.world_size)
         loss.backward()
         self.context.average_gradients(self.model)
         return loss.detach()
-
-    def _predict(self, graph: AtomicGraph, labels: Labels, **options) -> dict[str, torch.Tensor]:
-        """:func:`compute_properties` of the batch (``options`` as there) and, for a model with tensor
-        outputs, its structures' dipoles and polarisabilities (:func:`structure_responses`)."""
-        predicted = compute_properties(self.model, graph, responses=bool(self.model.outputs), **options)
-        if self.model.outputs:
-            predicted.update(structure_responses(
-                predicted, graph.positions, graph.numbers, graph.batch, graph.num_graphs, labels.charge
-            ))
-        return predicted
 
     def train_step(self, graph: AtomicGraph, labels: Labels) -> torch.Tensor:
         """One optimiser step (gradients, clipping, AdamW, EMA); returns this process's loss share."""
@@ -377,7 +369,9 @@ class Trainer:
         errors = ErrorAccumulator()
         for graph, labels in self.valid_loader:
             graph, labels = graph.to(self.device), labels.to(self.device)
-            predicted = self._predict(graph, labels, forces=True, stress=bool(labels.has_stress.any()))
+            predicted = compute_properties_and_responses(
+                self.model, graph, labels.charge, forces=True, stress=bool(labels.has_stress.any())
+            )
             predicted = {k: v.detach() for k, v in predicted.items()}
             sums += self.loss_fn.term_sums(predicted, labels).cpu()
             counts += label_counts(labels).cpu()
